@@ -1,1 +1,25 @@
-fn main() {}
+//! `peerd`: the per-node daemon of the peerd mesh and its command line.
+//!
+//! `main` parses the command line and hands over; the daemon lives in [`daemon`], the CLI's
+//! read commands talk to it through [`admin`].
+
+mod admin;
+mod cli;
+mod config;
+mod daemon;
+mod netlink;
+mod status;
+mod uapi_server;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("peerd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The core driven in memory: two nodes exchange datagrams through a test "wire".
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use proptest::prelude::*;
 
@@ -362,6 +362,7 @@ proptest! {
 mod timed {
     use super::*;
     use mock_instant::MockClock;
+    use std::time::Duration;
 
     /// Advances both clocks (ours and boringtun's) in steps, running timers on both nodes and
     /// carrying their timer packets across. Returns what the hosts received.

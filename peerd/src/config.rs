@@ -1,0 +1,376 @@
+//! The node configuration file (`peerd run --config FILE`): parse, then validate, then hand
+//! typed values to the daemon. Every error names the file, the line and the field.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use overlay::PublicKey;
+use serde::{Deserialize, Deserializer};
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node.
+    pub node: NodeSection,
+    /// Where the daemon answers `peerd status` and `wg`.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// Static peers.
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<PeerSection>,
+}
+
+/// `[node]`: this node's identity and tunnel settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node name, unique in its cluster.
+    pub name: String,
+    /// Cluster name.
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    /// Region (Kubernetes `topology.kubernetes.io/region`).
+    #[serde(default)]
+    pub region: String,
+    /// Zone (Kubernetes `topology.kubernetes.io/zone`).
+    #[serde(default)]
+    pub zone: String,
+    /// File holding the base64 WireGuard private key.
+    pub private_key_file: PathBuf,
+    /// UDP port for WireGuard.
+    #[serde(default = "default_listen_port")]
+    pub listen_port: u16,
+    /// TUN device name (kernel mode).
+    #[serde(default = "default_interface")]
+    pub interface: String,
+    /// This node's IPv4 address inside the overlay (a /32 on the TUN device).
+    pub address: Ipv4Addr,
+    /// Optional IPv6 address inside the overlay (a /128 on the TUN device).
+    pub address6: Option<Ipv6Addr>,
+    /// Pod CIDRs behind this node.
+    #[serde(default)]
+    pub pod_cidrs: Vec<IpNet>,
+    /// Data plane: kernel TUN or userspace stack.
+    #[serde(default)]
+    pub mode: Mode,
+    /// TUN MTU (default 1420).
+    pub mtu: Option<u16>,
+}
+
+/// How the node attaches to the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A TUN device and kernel routes (needs `CAP_NET_ADMIN`).
+    #[default]
+    Kernel,
+    /// A userspace TCP/IP stack, no privilege.
+    Userspace,
+}
+
+/// `[admin]`: local control sockets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Admin socket (default `/run/peerd/<interface>.sock`).
+    pub socket: Option<PathBuf>,
+    /// Folder of the WireGuard userspace API socket `<interface>.sock`.
+    pub uapi_dir: Option<PathBuf>,
+}
+
+/// `[[peer]]`: a static peer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    /// Display name.
+    pub name: String,
+    /// Cluster the peer belongs to, for display.
+    #[serde(default)]
+    pub cluster: String,
+    /// Zone, for display.
+    #[serde(default)]
+    pub zone: String,
+    /// The peer's WireGuard public key (base64).
+    #[serde(deserialize_with = "from_str")]
+    pub public_key: PublicKey,
+    /// `host:port` to reach it; resolved when the file is loaded.
+    pub endpoint: Option<String>,
+    /// Prefixes routed to the peer and accepted from it.
+    #[serde(default)]
+    pub allowed_ips: Vec<IpNet>,
+    /// Keepalive interval in seconds.
+    pub persistent_keepalive: Option<u16>,
+    /// File holding a base64 pre-shared key.
+    pub preshared_key_file: Option<PathBuf>,
+}
+
+/// A configuration error, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted field path (`node.listen_port`, `peer[1].public_key`), when known.
+    pub field: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, ": ")?;
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Default admin socket folder.
+pub const DEFAULT_ADMIN_DIR: &str = "/run/peerd";
+/// Default WireGuard userspace API folder (where `wg` looks).
+pub const DEFAULT_UAPI_DIR: &str = "/var/run/wireguard";
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_owned(),
+            line: None,
+            field: None,
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates `text`, naming `path` in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| syntax_error(path, text, &e))?;
+        config
+            .validate()
+            .map_err(|(table, index, key, message)| ConfigError {
+                path: path.to_owned(),
+                line: locate(text, table, index, key),
+                field: Some(match index {
+                    Some(i) => format!("{table}[{i}].{key}"),
+                    None => format!("{table}.{key}"),
+                }),
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// The admin socket path.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.admin.socket.clone().unwrap_or_else(|| {
+            Path::new(DEFAULT_ADMIN_DIR).join(format!("{}.sock", self.node.interface))
+        })
+    }
+
+    /// The WireGuard userspace API socket path.
+    pub fn uapi_socket(&self) -> PathBuf {
+        let dir = self
+            .admin
+            .uapi_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_UAPI_DIR.into());
+        dir.join(format!("{}.sock", self.node.interface))
+    }
+
+    /// The TUN MTU.
+    pub fn mtu(&self) -> u16 {
+        self.node.mtu.unwrap_or(overlay::DEFAULT_MTU)
+    }
+
+    /// Semantic checks; an error is (table, index in an array of tables, key, message).
+    fn validate(&self) -> Result<(), (&'static str, Option<usize>, &'static str, String)> {
+        let node = &self.node;
+        let bad = |key, message: String| Err(("node", None, key, message));
+        if node.name.trim().is_empty() {
+            return bad("name", "must not be empty".into());
+        }
+        if node.interface.is_empty()
+            || node.interface.len() > 15
+            || node.interface.contains(['/', ' '])
+        {
+            return bad(
+                "interface",
+                format!(
+                    "{:?} is not a valid interface name (1-15 bytes)",
+                    node.interface
+                ),
+            );
+        }
+        if let Some(mtu) = node.mtu
+            && !(1280..=9000).contains(&mtu)
+        {
+            return bad("mtu", format!("{mtu} is outside 1280..=9000"));
+        }
+        if node.mode == Mode::Userspace {
+            return bad(
+                "mode",
+                "\"userspace\" is not available in this version; use \"kernel\"".into(),
+            );
+        }
+        let mut seen = std::collections::BTreeMap::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            let bad = |key, message: String| Err(("peer", Some(i), key, message));
+            if peer.name.trim().is_empty() {
+                return bad("name", "must not be empty".into());
+            }
+            if let Some(first) = seen.insert(peer.public_key, i) {
+                return bad("public_key", format!("the same key as peer[{first}]"));
+            }
+            if let Some(endpoint) = &peer.endpoint
+                && let Err(message) = resolve_endpoint(endpoint)
+            {
+                return bad("endpoint", message);
+            }
+            if peer.persistent_keepalive == Some(0) {
+                return bad(
+                    "persistent_keepalive",
+                    "use a number of seconds above 0, or leave it out".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PeerSection {
+    /// The endpoint, resolved (validation guarantees it resolves at load time).
+    pub fn endpoint_addr(&self) -> Option<SocketAddr> {
+        self.endpoint
+            .as_deref()
+            .and_then(|e| resolve_endpoint(e).ok())
+    }
+}
+
+/// Resolves `host:port` (an IP literal or a name) to one address.
+pub fn resolve_endpoint(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{text:?} resolves to no address")),
+        Err(e) => Err(format!("{text:?} is not host:port ({e})")),
+    }
+}
+
+fn default_cluster() -> String {
+    "default".into()
+}
+
+fn default_listen_port() -> u16 {
+    51820
+}
+
+fn default_interface() -> String {
+    "pd0".into()
+}
+
+/// Deserializes any `FromStr` type from a string, so its error carries the value's position.
+fn from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    let text = String::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+/// Turns a TOML/serde error into a located [`ConfigError`].
+fn syntax_error(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().to_owned();
+    let line = error.span().map(|span| line_of_offset(text, span.start));
+    let field = field_in_message(&message).or_else(|| {
+        let span = error.span()?;
+        field_at(text, span.start)
+    });
+    ConfigError {
+        path: path.to_owned(),
+        line,
+        field,
+        message,
+    }
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// "unknown field `x`" / "missing field `x`" name the field themselves.
+fn field_in_message(message: &str) -> Option<String> {
+    let start = message.find("field `")? + "field `".len();
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_owned())
+}
+
+/// The dotted `table.key` whose line contains `offset`.
+fn field_at(text: &str, offset: usize) -> Option<String> {
+    let line_no = line_of_offset(text, offset);
+    let lines: Vec<&str> = text.lines().collect();
+    let line = lines.get(line_no - 1)?;
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_owned())?;
+    let table = lines[..line_no - 1]
+        .iter()
+        .rev()
+        .find_map(|l| table_name(l))
+        .unwrap_or_default();
+    Some(if table.is_empty() {
+        key
+    } else {
+        format!("{table}.{key}")
+    })
+}
+
+fn table_name(line: &str) -> Option<String> {
+    let t = line.trim();
+    let inner = t.strip_prefix("[[").and_then(|s| s.strip_suffix("]]"));
+    let inner = inner.or_else(|| t.strip_prefix('[').and_then(|s| s.strip_suffix(']')))?;
+    Some(inner.trim().to_owned())
+}
+
+/// The line of `key` in `[table]` (or the `index`-th `[[table]]`); the header's line when the key
+/// is absent.
+fn locate(text: &str, table: &str, index: Option<usize>, key: &str) -> Option<usize> {
+    let mut seen = 0;
+    let mut inside = false;
+    let mut header = None;
+    for (n, line) in text.lines().enumerate() {
+        if let Some(name) = table_name(line) {
+            inside = name == table
+                && index.is_none_or(|i| {
+                    seen += 1;
+                    seen == i + 1
+                });
+            if inside {
+                header = Some(n + 1);
+            }
+            continue;
+        }
+        if inside && line.split_once('=').is_some_and(|(k, _)| k.trim() == key) {
+            return Some(n + 1);
+        }
+    }
+    header
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+use super::*;
+
+const KEY_A: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+const KEY_B: &str = "TrMvSoP4jYQlY6RIzBgbssQqY3vxI2Pi+y71lOWWXX0=";
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/peerd/node.toml"), text)
+}
+
+fn minimal() -> String {
+    "[node]\nname = \"a\"\nprivate_key_file = \"/k\"\naddress = \"10.0.0.1\"\n".to_owned()
+}
+
+#[test]
+fn minimal_file_gets_defaults() {
+    let c = parse(&minimal()).unwrap();
+    assert_eq!(c.node.cluster, "default");
+    assert_eq!(c.node.listen_port, 51820);
+    assert_eq!(c.node.interface, "pd0");
+    assert_eq!(c.mtu(), 1420);
+    assert_eq!(c.admin_socket(), Path::new("/run/peerd/pd0.sock"));
+    assert_eq!(c.uapi_socket(), Path::new("/var/run/wireguard/pd0.sock"));
+    assert!(c.peers.is_empty());
+}
+
+#[test]
+fn peers_parse_with_keys_endpoints_and_prefixes() {
+    let text = format!(
+        "{}\n[[peer]]\nname = \"b\"\npublic_key = \"{KEY_A}\"\nendpoint = \"192.0.2.2:51820\"\n\
+         allowed_ips = [\"10.0.0.2/32\", \"fd00::2/128\"]\npersistent_keepalive = 25\n\n\
+         [[peer]]\nname = \"c\"\npublic_key = \"{KEY_B}\"\n",
+        minimal()
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.peers.len(), 2);
+    assert_eq!(c.peers[0].public_key.to_string(), KEY_A);
+    assert_eq!(
+        c.peers[0].endpoint_addr(),
+        Some("192.0.2.2:51820".parse().unwrap())
+    );
+    assert_eq!(c.peers[0].allowed_ips.len(), 2);
+    assert_eq!(c.peers[1].endpoint_addr(), None);
+}
+
+#[test]
+fn unknown_field_names_field_and_line() {
+    let text = format!("{}listen_prot = 1\n", minimal());
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.line, Some(5));
+    assert_eq!(e.field.as_deref(), Some("listen_prot"));
+    assert!(
+        e.to_string()
+            .starts_with("/etc/peerd/node.toml:5: listen_prot: unknown field"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_values_name_field_and_line() {
+    let cases = [
+        (
+            format!("{}listen_port = \"x\"\n", minimal()),
+            5,
+            "node.listen_port",
+        ),
+        (
+            minimal().replace("10.0.0.1", "10.0.0.300"),
+            4,
+            "node.address",
+        ),
+        (
+            format!("{}pod_cidrs = [\"10.1.0.0/33\"]\n", minimal()),
+            5,
+            "node.pod_cidrs",
+        ),
+        (
+            format!(
+                "{}\n[[peer]]\nname = \"b\"\npublic_key = \"short\"\n",
+                minimal()
+            ),
+            8,
+            "peer.public_key",
+        ),
+    ];
+    for (text, line, field) in cases {
+        let e = parse(&text).unwrap_err();
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (Some(line), Some(field)),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn semantic_errors_name_field_and_line() {
+    let two_peers = format!(
+        "{}\n[[peer]]\nname = \"b\"\npublic_key = \"{KEY_A}\"\n\n[[peer]]\nname = \"c\"\npublic_key = \"{KEY_A}\"\n",
+        minimal()
+    );
+    let e = parse(&two_peers).unwrap_err();
+    assert_eq!(
+        (e.line, e.field.as_deref()),
+        (Some(12), Some("peer[1].public_key")),
+        "{e}"
+    );
+    assert!(e.message.contains("peer[0]"));
+
+    let long_name = format!("{}interface = \"much-too-long-name\"\n", minimal());
+    let e = parse(&long_name).unwrap_err();
+    assert_eq!(
+        (e.line, e.field.as_deref()),
+        (Some(5), Some("node.interface")),
+        "{e}"
+    );
+
+    let bad_endpoint = format!(
+        "{}\n[[peer]]\nname = \"b\"\npublic_key = \"{KEY_A}\"\nendpoint = \"nowhere\"\n",
+        minimal()
+    );
+    let e = parse(&bad_endpoint).unwrap_err();
+    assert_eq!(
+        (e.line, e.field.as_deref()),
+        (Some(9), Some("peer[0].endpoint")),
+        "{e}"
+    );
+}
+
+#[test]
+fn missing_required_field_is_named() {
+    let e = parse("[node]\nname = \"a\"\naddress = \"10.0.0.1\"\n").unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("private_key_file"), "{e}");
+    assert!(e.line.is_some());
+}
+
+#[test]
+fn example_configs_in_docs_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("docs/examples exists") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no example configs in {}", dir.display());
+}

@@ -1,0 +1,366 @@
+//! `peerd run`: builds the node from the config file, opens the TUN device and the UDP port,
+//! programs addresses and routes, and serves the admin and WireGuard API sockets until SIGTERM.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail, ensure};
+use ipnet::IpNet;
+use overlay::device::Device;
+use overlay::tun::{Tun, TunConfig};
+use overlay::uapi::{self, InterfaceSettings, Request as UapiRequest};
+use overlay::udp::UdpIo;
+use overlay::{Node, PeerConfig, PresharedKey, PrivateKey, PublicKey};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::admin::{self, Request};
+use crate::config::{Config, Mode, PeerSection};
+use crate::netlink::Netlink;
+use crate::status::{NodeInfo, PeerInfo, Status};
+use crate::uapi_server;
+
+/// A running node.
+pub struct Daemon {
+    config_path: PathBuf,
+    config: Mutex<Config>,
+    node: Arc<Mutex<Node>>,
+    device: Device,
+    netlink: Netlink,
+    tun_index: u32,
+    offload: bool,
+    listen_port: u16,
+    /// Serialises route syncs (admin, UAPI and reload may race).
+    routes_lock: tokio::sync::Mutex<()>,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config_path: &Path) -> Result<()> {
+    ensure!(
+        !overlay::MOCK_TIME,
+        "this peerd was built with the mock-time test feature and cannot run"
+    );
+    let config = Config::load(config_path)?;
+    let private = read_private_key(&config.node.private_key_file)?;
+    let now = Instant::now();
+    let mut node = Node::new(private, now);
+    for peer in &config.peers {
+        node.upsert_peer(peer_config(peer)?, now)
+            .with_context(|| format!("peer {}", peer.name))?;
+    }
+    let udp = UdpIo::bind(config.node.listen_port).context("node.listen_port")?;
+    let listen_port = udp.local_addr()?.port();
+    let tun = match config.node.mode {
+        Mode::Kernel => {
+            let mut tun_config = TunConfig::new(&config.node.interface);
+            tun_config.mtu = config.mtu();
+            Tun::create(&tun_config).with_context(|| {
+                format!(
+                    "cannot create TUN device {} (kernel mode needs CAP_NET_ADMIN and /dev/net/tun)",
+                    config.node.interface
+                )
+            })?
+        }
+        Mode::Userspace => bail!("userspace mode is not available in this version"),
+    };
+    let tun_index = tun.if_index()?;
+    let offload = tun.offload();
+    let netlink = Netlink::connect()?;
+    netlink
+        .add_address(tun_index, config.node.address.into(), 32)
+        .await?;
+    if let Some(v6) = config.node.address6 {
+        netlink.add_address(tun_index, v6.into(), 128).await?;
+    }
+    netlink.set_up(tun_index).await?;
+    let node = Arc::new(Mutex::new(node));
+    let device = Device::start(node.clone(), tun, udp).context("cannot start the data path")?;
+    let admin_socket = config.admin_socket();
+    let uapi_socket = config.uapi_socket();
+    let daemon = Arc::new(Daemon {
+        config_path: config_path.to_owned(),
+        config: Mutex::new(config),
+        node,
+        device,
+        netlink,
+        tun_index,
+        offload,
+        listen_port,
+        routes_lock: tokio::sync::Mutex::new(()),
+    });
+    daemon.sync_routes().await?;
+
+    let admin_listener = admin::bind(&admin_socket)?;
+    let uapi_listener = uapi_server::bind(&uapi_socket)?;
+    let handler = {
+        let daemon = daemon.clone();
+        move |request| {
+            let daemon = daemon.clone();
+            async move { daemon.handle(request).await }
+        }
+    };
+    let admin_task = tokio::spawn(admin::serve(admin_listener, handler));
+    let uapi_task = tokio::spawn(uapi_server::serve(uapi_listener, daemon.clone()));
+    tracing::info!(
+        interface = %daemon.lock_config().node.interface,
+        port = listen_port,
+        offload,
+        admin = %admin_socket.display(),
+        "peerd ready"
+    );
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => daemon.reload().await,
+        }
+    }
+    tracing::info!("shutting down");
+    admin_task.abort();
+    uapi_task.abort();
+    let _ = std::fs::remove_file(&admin_socket);
+    let _ = std::fs::remove_file(&uapi_socket);
+    Ok(())
+}
+
+impl Daemon {
+    fn lock_config(&self) -> MutexGuard<'_, Config> {
+        self.config.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_node(&self) -> MutexGuard<'_, Node> {
+        self.node.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn handle(&self, request: Request) -> Result<serde_json::Value> {
+        match request {
+            Request::Status => Ok(serde_json::to_value(self.status())?),
+        }
+    }
+
+    /// Answers one WireGuard userspace API request.
+    pub async fn uapi(&self, text: &str) -> String {
+        let errno = |e: uapi::UapiError| {
+            tracing::info!(error = %e, "wg request refused");
+            format!("errno={}\n\n", e.errno)
+        };
+        let request = match uapi::parse_request(text) {
+            Ok(r) => r,
+            Err(e) => return errno(e),
+        };
+        let settings = InterfaceSettings {
+            listen_port: self.listen_port,
+            fwmark: 0,
+        };
+        match request {
+            UapiRequest::Get => uapi::format_get(&self.lock_node(), settings, Instant::now()),
+            UapiRequest::Set(pairs) => {
+                let outcome = uapi::apply_set(&mut self.lock_node(), &pairs, Instant::now());
+                let outcome = match outcome {
+                    Ok(o) => o,
+                    Err(e) => return errno(e),
+                };
+                if outcome.listen_port.is_some_and(|p| p != self.listen_port) {
+                    return errno(uapi::UapiError {
+                        message: "changing listen_port needs a restart of peerd".into(),
+                        errno: -95, // EOPNOTSUPP
+                    });
+                }
+                if outcome.peers_changed {
+                    if let Err(e) = self.sync_routes().await {
+                        tracing::warn!(error = %format!("{e:#}"), "route sync after wg set failed");
+                    }
+                    self.device.flush();
+                }
+                "errno=0\n\n".into()
+            }
+        }
+    }
+
+    /// Re-reads the config file (SIGHUP): static peers are added, changed and removed. A bad
+    /// file is reported and the running configuration kept.
+    async fn reload(&self) {
+        let new = match Config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; keeping the running configuration");
+                return;
+            }
+        };
+        let mut peers = Vec::new();
+        for p in &new.peers {
+            match peer_config(p) {
+                Ok(c) => peers.push(c),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "reload refused; keeping the running configuration");
+                    return;
+                }
+            }
+        }
+        {
+            let old = self.lock_config();
+            let mut node = self.lock_node();
+            let keep: BTreeSet<PublicKey> = new.peers.iter().map(|p| p.public_key).collect();
+            for gone in old.peers.iter().filter(|p| !keep.contains(&p.public_key)) {
+                node.remove_peer(&gone.public_key);
+            }
+            let now = Instant::now();
+            for peer in peers {
+                if let Err(e) = node.upsert_peer(peer, now) {
+                    tracing::error!(error = %e, "peer refused");
+                }
+            }
+            if old.node.address != new.node.address || old.node.interface != new.node.interface {
+                tracing::warn!("node address or interface changed: restart peerd to apply");
+            }
+        }
+        *self.lock_config() = new;
+        if let Err(e) = self.sync_routes().await {
+            tracing::warn!(error = %format!("{e:#}"), "route sync after reload failed");
+        }
+        self.device.flush();
+        tracing::info!("configuration reloaded");
+    }
+
+    /// Routes every peer's allowed IPs into the TUN device, except default routes (which would
+    /// swallow the underlay) and this node's own pod CIDRs.
+    async fn sync_routes(&self) -> Result<()> {
+        let _guard = self.routes_lock.lock().await;
+        let (own, src4, src6) = {
+            let c = self.lock_config();
+            (c.node.pod_cidrs.clone(), c.node.address, c.node.address6)
+        };
+        let desired: BTreeSet<IpNet> = self
+            .lock_node()
+            .peers()
+            .iter()
+            .flat_map(|p| p.allowed_ips.iter().copied())
+            .filter(|net| net.prefix_len() > 0 && !own.iter().any(|o| o.contains(net)))
+            .collect();
+        let changes = self
+            .netlink
+            .sync_routes(self.tun_index, &desired, Some(src4), src6)
+            .await?;
+        if !changes.added.is_empty() || !changes.removed.is_empty() {
+            tracing::info!(added = ?changes.added, removed = ?changes.removed, "routes updated");
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> Status {
+        let config = self.lock_config();
+        let node = self.lock_node();
+        let meta: BTreeMap<PublicKey, &PeerSection> =
+            config.peers.iter().map(|p| (p.public_key, p)).collect();
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let mut peers: Vec<PeerInfo> = node
+            .peers()
+            .into_iter()
+            .map(|p| {
+                let m = meta.get(&p.public_key);
+                PeerInfo {
+                    name: m.map(|m| m.name.clone()).unwrap_or_default(),
+                    cluster: m.map(|m| m.cluster.clone()).unwrap_or_default(),
+                    zone: m.map(|m| m.zone.clone()).unwrap_or_default(),
+                    public_key: p.public_key.to_string(),
+                    endpoint: p.endpoint.map(|e| e.to_string()),
+                    allowed_ips: p.allowed_ips.iter().map(ToString::to_string).collect(),
+                    state: "static".into(),
+                    last_handshake_unix: p
+                        .last_handshake
+                        .and_then(|at| wall.checked_sub(now.saturating_duration_since(at)))
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs()),
+                    rx_bytes: p.rx_bytes,
+                    tx_bytes: p.tx_bytes,
+                    persistent_keepalive: p.persistent_keepalive,
+                    drops: p.drops.nonzero().map(|(r, n)| (r.to_string(), n)).collect(),
+                }
+            })
+            .collect();
+        peers.sort_by(|a, b| {
+            (&a.cluster, &a.name, &a.public_key).cmp(&(&b.cluster, &b.name, &b.public_key))
+        });
+        let n = &config.node;
+        Status {
+            node: NodeInfo {
+                name: n.name.clone(),
+                cluster: n.cluster.clone(),
+                region: n.region.clone(),
+                zone: n.zone.clone(),
+                public_key: node.public_key().to_string(),
+                listen_port: self.listen_port,
+                interface: n.interface.clone(),
+                address: n.address.to_string(),
+                address6: n.address6.map(|a| a.to_string()),
+                pod_cidrs: n.pod_cidrs.iter().map(ToString::to_string).collect(),
+                mode: "kernel".into(),
+                offload: self.offload,
+                drops: node
+                    .drops()
+                    .nonzero()
+                    .map(|(r, n)| (r.to_string(), n))
+                    .collect(),
+            },
+            peers,
+        }
+    }
+}
+
+/// Reads a base64 private key file, saying plainly what is wrong.
+pub fn read_private_key(path: &Path) -> Result<PrivateKey> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read the private key file {} (node.private_key_file)",
+            path.display()
+        )
+    })?;
+    warn_if_readable_by_others(path);
+    PrivateKey::from_base64(&text).with_context(|| {
+        format!(
+            "{} (node.private_key_file) does not hold a WireGuard key",
+            path.display()
+        )
+    })
+}
+
+fn peer_config(peer: &PeerSection) -> Result<PeerConfig> {
+    let preshared_key = match &peer.preshared_key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "cannot read the pre-shared key file {} (peer {})",
+                    path.display(),
+                    peer.name
+                )
+            })?;
+            Some(
+                PresharedKey::from_base64(&text)
+                    .with_context(|| format!("{} is not a key", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    Ok(PeerConfig {
+        public_key: peer.public_key,
+        preshared_key,
+        endpoint: peer.endpoint_addr(),
+        allowed_ips: peer.allowed_ips.iter().map(IpNet::trunc).collect(),
+        persistent_keepalive: peer.persistent_keepalive,
+    })
+}
+
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(path = %path.display(), "private key file is readable by group or others; chmod 600 it");
+    }
+}
