@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Overlay benchmark: single-stream iperf3 TCP throughput and ping RTT between two network
+# namespaces joined by a veth pair, in one run, for
+#   1. raw veth (no tunnel)
+#   2. wireguard-go <-> wireguard-go   (the anchor)
+#   3. peerd <-> peerd
+#   4. peerd -> wireguard-go and wireguard-go -> peerd
+# and the ratios between them. Run as root from the repository root:
+#   netns-tests/bench/overlay.sh            # 10 s per iperf3 run
+#   SECONDS_PER_RUN=20 netns-tests/bench/overlay.sh
+# Needs: iperf3, wireguard-go, wg, ethtool, ping, python3; builds peerd --release.
+set -euo pipefail
+
+SECS=${SECONDS_PER_RUN:-10}
+PINGS=${PINGS:-200}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TAG=pb$$
+NSA=$TAG-a
+NSB=$TAG-b
+WORK=$(mktemp -d /tmp/peerd-bench.XXXXXX)
+PEERD=${PEERD_BIN:-$ROOT/target/release/peerd}
+
+cleanup() {
+    for ns in "$NSA" "$NSB"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    rm -f /var/run/wireguard/${TAG}*.sock
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null || { echo "missing $1" >&2; exit 1; }; }
+for tool in iperf3 wireguard-go wg ethtool ping python3 ip; do need "$tool"; done
+
+if [ -z "${PEERD_BIN:-}" ]; then
+    (cd "$ROOT" && cargo build --release -p peerd -j2 >&2)
+fi
+
+# --- topology: A [192.0.2.1] ==veth== [192.0.2.2] B ---------------------------------------
+ip netns add "$NSA"
+ip netns add "$NSB"
+ip link add "${TAG}va" type veth peer name "${TAG}vb"
+ip link set "${TAG}va" netns "$NSA"
+ip link set "${TAG}vb" netns "$NSB"
+ip -n "$NSA" addr add 192.0.2.1/24 dev "${TAG}va"
+ip -n "$NSB" addr add 192.0.2.2/24 dev "${TAG}vb"
+for side in a b; do
+    ns=$TAG-$side
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set "${TAG}v$side" up
+    ip netns exec "$ns" ethtool -K "${TAG}v$side" gro on >/dev/null 2>&1 || true
+done
+
+inns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# iperf3 from A to DST (B's address for the setup under test); prints Gbit/s.
+throughput() {
+    local dst=$1
+    inns "$NSB" iperf3 -s -1 -D -B "$dst" --logfile "$WORK/iperf-s.log"
+    for _ in $(seq 50); do
+        inns "$NSB" ss -ltn | grep -q ":5201" && break
+        sleep 0.1
+    done
+    inns "$NSA" iperf3 -c "$dst" -t "$SECS" -J >"$WORK/iperf.json"
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.3f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))' "$WORK/iperf.json"
+}
+
+# Average ping RTT from A to DST in milliseconds.
+rtt() {
+    inns "$NSA" ping -q -c 5 -i 0.05 "$1" >/dev/null
+    inns "$NSA" ping -q -c "$PINGS" -i 0.005 "$1" | awk -F'/' '/^rtt/ {print $5}'
+}
+
+# --- WireGuard nodes -------------------------------------------------------------------------
+for n in a b; do
+    wg genkey >"$WORK/$n.key"
+    chmod 600 "$WORK/$n.key"
+    wg pubkey <"$WORK/$n.key" >"$WORK/$n.pub"
+done
+
+start_wggo() { # side ifname inner-addr peer-side peer-inner
+    local side=$1 ifn=$2 addr=$3 peer=$4 peer_addr=$5 ns=$TAG-$1
+    local peer_ip=192.0.2.1
+    [ "$peer" = b ] && peer_ip=192.0.2.2
+    inns "$ns" env LOG_LEVEL=error wireguard-go -f "$ifn" >"$WORK/wggo-$side.log" 2>&1 &
+    for _ in $(seq 100); do [ -S "/var/run/wireguard/$ifn.sock" ] && break; sleep 0.05; done
+    inns "$ns" wg set "$ifn" private-key "$WORK/$side.key" listen-port 51820 \
+        peer "$(cat "$WORK/$peer.pub")" endpoint "$peer_ip:51820" allowed-ips "$peer_addr/32"
+    inns "$ns" ip addr add "$addr/32" dev "$ifn"
+    inns "$ns" ip link set "$ifn" mtu 1420 up
+    inns "$ns" ip route add "$peer_addr/32" dev "$ifn"
+}
+
+start_peerd() { # side ifname inner-addr peer-side peer-inner
+    local side=$1 ifn=$2 addr=$3 peer=$4 peer_addr=$5 ns=$TAG-$1
+    local peer_ip=192.0.2.1
+    [ "$peer" = b ] && peer_ip=192.0.2.2
+    cat >"$WORK/$side.toml" <<EOF
+[node]
+name = "$side"
+cluster = "bench"
+private_key_file = "$WORK/$side.key"
+listen_port = 51820
+interface = "$ifn"
+address = "$addr"
+
+[admin]
+socket = "$WORK/$side.sock"
+
+[[peer]]
+name = "$peer"
+public_key = "$(cat "$WORK/$peer.pub")"
+endpoint = "$peer_ip:51820"
+allowed_ips = ["$peer_addr/32"]
+EOF
+    inns "$ns" "$PEERD" run --config "$WORK/$side.toml" >"$WORK/peerd-$side.log" 2>&1 &
+    for _ in $(seq 200); do
+        "$PEERD" status --socket "$WORK/$side.sock" --json >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    echo "peerd $side did not start:" >&2
+    cat "$WORK/peerd-$side.log" >&2
+    exit 1
+}
+
+stop_all() {
+    for ns in "$NSA" "$NSB"; do
+        for pid in $(ip netns pids "$ns"); do kill "$pid" 2>/dev/null || true; done
+    done
+    for _ in $(seq 100); do
+        [ -z "$(ip netns pids "$NSA")$(ip netns pids "$NSB")" ] && break
+        sleep 0.05
+    done
+    rm -f /var/run/wireguard/${TAG}*.sock
+}
+
+declare -A GBPS MS
+measure() { # label dst
+    MS[$1]=$(rtt "$2")
+    GBPS[$1]=$(throughput "$2")
+    printf '%-26s %8s Gbit/s %8s ms\n' "$1" "${GBPS[$1]}" "${MS[$1]}" >&2
+}
+
+echo "kernel $(uname -r), $(nproc) cores, iperf3 ${SECS}s single stream, $PINGS pings" >&2
+measure "raw veth" 192.0.2.2
+
+start_wggo a "${TAG}wa" 10.200.0.1 b 10.200.0.2
+start_wggo b "${TAG}wb" 10.200.0.2 a 10.200.0.1
+measure "wireguard-go<->wg-go" 10.200.0.2
+stop_all
+
+start_peerd a "${TAG}pa" 10.201.0.1 b 10.201.0.2
+start_peerd b "${TAG}pb" 10.201.0.2 a 10.201.0.1
+measure "peerd<->peerd" 10.201.0.2
+stop_all
+
+start_peerd a "${TAG}pa" 10.202.0.1 b 10.202.0.2
+start_wggo b "${TAG}wb" 10.202.0.2 a 10.202.0.1
+measure "peerd->wireguard-go" 10.202.0.2
+stop_all
+
+start_wggo a "${TAG}wa" 10.203.0.1 b 10.203.0.2
+start_peerd b "${TAG}pb" 10.203.0.2 a 10.203.0.1
+measure "wireguard-go->peerd" 10.203.0.2
+stop_all
+
+python3 - "${GBPS[raw veth]}" "${GBPS[wireguard-go<->wg-go]}" "${GBPS[peerd<->peerd]}" \
+    "${GBPS[peerd->wireguard-go]}" "${GBPS[wireguard-go->peerd]}" \
+    "${MS[raw veth]}" "${MS[wireguard-go<->wg-go]}" "${MS[peerd<->peerd]}" \
+    "${MS[peerd->wireguard-go]}" "${MS[wireguard-go->peerd]}" <<'EOF'
+import sys
+g = list(map(float, sys.argv[1:6])); r = list(map(float, sys.argv[6:11]))
+names = ["raw veth", "wireguard-go <-> wireguard-go", "peerd <-> peerd", "peerd -> wireguard-go", "wireguard-go -> peerd"]
+print("| setup | TCP Gbit/s | × wireguard-go | × raw veth | RTT ms | added RTT ms |")
+print("|---|---|---|---|---|---|")
+for n, gb, ms in zip(names, g, r):
+    print(f"| {n} | {gb:.2f} | {gb / g[1]:.2f} | {gb / g[0]:.2f} | {ms:.3f} | {ms - r[0]:+.3f} |")
+ok_wg = g[2] >= 5 * g[1]
+ok_veth = g[2] >= 0.4 * g[0]
+ok_rtt = (r[2] - r[0]) <= (r[1] - r[0])
+print()
+print(f"targets: peerd<->peerd >= 5x wireguard-go: {'met' if ok_wg else 'MISSED'} ({g[2] / g[1]:.1f}x); "
+      f">= 0.4x raw veth: {'met' if ok_veth else 'MISSED'} ({g[2] / g[0]:.2f}x); "
+      f"added RTT <= wireguard-go's: {'met' if ok_rtt else 'MISSED'} ({r[2] - r[0]:+.3f} vs {r[1] - r[0]:+.3f} ms)")
+EOF
