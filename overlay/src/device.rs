@@ -208,6 +208,11 @@ fn run_inbound(node: &Mutex<Node>, tun: &Tun, udp: &UdpIo, stop: &AtomicBool) {
         let mut guard = lock(node);
         let now = Instant::now();
         for (m, buf) in meta.iter().zip(&storage).take(n) {
+            if m.len == 0 {
+                // An empty datagram is no WireGuard message; `chunks` would skip it uncounted.
+                guard.count_drop(DropReason::Malformed);
+                continue;
+            }
             for datagram in buf[..m.len].chunks(m.stride.max(1)) {
                 let out = &mut plain[ready];
                 out.resize(offset + datagram.len().max(MIN_BUFFER), 0);

@@ -102,7 +102,13 @@ pub struct Node {
     timer_out: VecDeque<(PeerId, SocketAddr, Vec<u8>)>,
     /// Peers whose queued packets may now be sent.
     drain: Vec<PeerId>,
+    /// The last outbound destination and inbound source looked up (bulk flows repeat them).
+    route_cache: [Option<(IpAddr, PeerId)>; 2],
 }
+
+/// Slots of [`Node::route_cache`].
+const DST: usize = 0;
+const SRC: usize = 1;
 
 impl Node {
     /// A node with no peers.
@@ -121,6 +127,7 @@ impl Node {
             next_limiter_reset: now + LIMITER_WINDOW,
             timer_out: VecDeque::new(),
             drain: Vec::new(),
+            route_cache: [None; 2],
         }
     }
 
@@ -188,6 +195,7 @@ impl Node {
                 id
             }
         };
+        self.route_cache = [None; 2];
         self.routes.retain(|_, owner| *owner != id);
         let nets = self.peers[&id].config.allowed_ips.clone();
         for net in nets {
@@ -221,6 +229,7 @@ impl Node {
         self.peers.clear();
         self.by_key.clear();
         self.routes = AllowedIps::new();
+        self.route_cache = [None; 2];
         self.drain.clear();
         self.timer_out.clear();
     }
@@ -270,7 +279,7 @@ impl Node {
             self.drops.add(DropReason::InvalidOutbound);
             return Outbound::Dropped(DropReason::InvalidOutbound);
         };
-        let Some(&id) = self.routes.lookup(dst) else {
+        let Some(id) = self.cached_route(DST, dst) else {
             self.drops.add(DropReason::NoRoute);
             return Outbound::Dropped(DropReason::NoRoute);
         };
@@ -523,7 +532,7 @@ impl Node {
     fn accept_inner<'a>(&mut self, id: PeerId, src: IpAddr, inner: &'a mut [u8]) -> Inbound<'a> {
         // The crypto-RP filter: boringtun does not check that the inner source belongs to the
         // peer that encrypted the packet (WireGuard paper §2, "Cryptokey Routing").
-        if self.routes.lookup(src) != Some(&id) {
+        if self.cached_route(SRC, src) != Some(id) {
             let peer = self.peers.get_mut(&id).expect("caller checked");
             peer.drops.add(DropReason::SourceNotAllowed);
             tracing::trace!(peer = %peer.config.public_key, %src, "inner source not allowed");
@@ -539,7 +548,20 @@ impl Node {
         }
     }
 
+    /// Longest-prefix match through a one-entry cache per direction.
+    fn cached_route(&mut self, slot: usize, addr: IpAddr) -> Option<PeerId> {
+        if let Some((cached, id)) = self.route_cache[slot]
+            && cached == addr
+        {
+            return Some(id);
+        }
+        let id = self.routes.lookup(addr).copied()?;
+        self.route_cache[slot] = Some((addr, id));
+        Some(id)
+    }
+
     fn remove_peer_by_id(&mut self, id: PeerId) {
+        self.route_cache = [None; 2];
         if let Some(peer) = self.peers.remove(&id) {
             self.by_key.remove(&peer.config.public_key);
         }

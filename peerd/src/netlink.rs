@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use anyhow::{Context, Result};
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
@@ -38,12 +39,19 @@ impl Netlink {
         Ok(Self { handle })
     }
 
-    /// Puts `addr/prefix` on the link (idempotent).
+    /// Puts `addr/prefix` on the link (idempotent). IPv6 addresses skip duplicate address
+    /// detection: a tunnel has no neighbours, and a tentative address would make the kernel
+    /// refuse routes that use it as their source for a moment after the link comes up.
     pub async fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
-        self.handle
-            .address()
-            .add(index, addr, prefix)
-            .replace()
+        let mut request = self.handle.address().add(index, addr, prefix).replace();
+        if addr.is_ipv6() {
+            let message = request.message_mut();
+            message.header.flags |= AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        request
             .execute()
             .await
             .with_context(|| format!("cannot add address {addr}/{prefix}"))

@@ -1,0 +1,156 @@
+//! The TOML file a [`crate::Peerd`] is started with (the `[node]`, `[admin]` and `[[peer]]`
+//! tables of DESIGN.md's config contract).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::PeerSpec;
+
+/// What a peerd node is started with. [`PeerdConfig::new`] fills in the rest.
+#[derive(Debug, Clone)]
+pub struct PeerdConfig {
+    /// Node name (`[node] name`).
+    pub name: String,
+    /// Cluster name (`[node] cluster`, default `test`).
+    pub cluster: String,
+    /// Base64 private key, written to `<dir>/<name>.key` for `private_key_file`.
+    pub private_key: String,
+    /// UDP listen port (default 51820).
+    pub listen_port: u16,
+    /// The TUN device name; unique machine-wide, its UAPI socket name derives from it.
+    pub interface: String,
+    /// IPv4 overlay address (a /32 on the TUN).
+    pub address: Ipv4Addr,
+    /// Optional IPv6 overlay address (a /128 on the TUN).
+    pub address6: Option<Ipv6Addr>,
+    /// Pod CIDRs of this node.
+    pub pod_cidrs: Vec<String>,
+    /// Leave `uapi_dir` out, so the UAPI socket is `/var/run/wireguard/<iface>.sock` and `wg show`
+    /// finds it. When false (the default) it goes to `<dir>/wg`, out of every other test's way.
+    pub default_uapi_dir: bool,
+    /// Static peers.
+    pub peers: Vec<PeerSpec>,
+}
+
+impl PeerdConfig {
+    /// A kernel-mode node in cluster `test` on port 51820, without IPv6 or peers.
+    pub fn new(name: &str, interface: &str, private_key: &str, address: Ipv4Addr) -> Self {
+        PeerdConfig {
+            name: name.to_owned(),
+            cluster: "test".to_owned(),
+            private_key: private_key.to_owned(),
+            listen_port: 51820,
+            interface: interface.to_owned(),
+            address,
+            address6: None,
+            pod_cidrs: Vec::new(),
+            default_uapi_dir: false,
+            peers: Vec::new(),
+        }
+    }
+
+    /// Renders the TOML file; `key_file`, `socket` and `uapi_dir` are paths in the lab dir.
+    pub(crate) fn render(&self, key_file: &Path, socket: &Path, uapi_dir: &Path) -> Result<String> {
+        let file = File {
+            node: Node {
+                name: &self.name,
+                cluster: &self.cluster,
+                private_key_file: key_file.to_string_lossy().into_owned(),
+                listen_port: self.listen_port,
+                interface: &self.interface,
+                address: self.address.to_string(),
+                address6: self.address6.map(|a| a.to_string()),
+                pod_cidrs: &self.pod_cidrs,
+                mode: "kernel",
+            },
+            admin: Admin {
+                socket: socket.to_string_lossy().into_owned(),
+                uapi_dir: (!self.default_uapi_dir).then(|| uapi_dir.to_string_lossy().into_owned()),
+            },
+            peer: self
+                .peers
+                .iter()
+                .map(|p| Peer {
+                    name: &p.name,
+                    public_key: &p.public_key,
+                    endpoint: p.endpoint.map(|e| e.to_string()),
+                    allowed_ips: &p.allowed_ips,
+                    persistent_keepalive: p.persistent_keepalive,
+                })
+                .collect(),
+        };
+        toml::to_string(&file).context("cannot render peerd config")
+    }
+}
+
+#[derive(Serialize)]
+struct File<'a> {
+    node: Node<'a>,
+    admin: Admin,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    peer: Vec<Peer<'a>>,
+}
+
+#[derive(Serialize)]
+struct Node<'a> {
+    name: &'a str,
+    cluster: &'a str,
+    private_key_file: String,
+    listen_port: u16,
+    interface: &'a str,
+    address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address6: Option<String>,
+    pod_cidrs: &'a [String],
+    mode: &'static str,
+}
+
+#[derive(Serialize)]
+struct Admin {
+    socket: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uapi_dir: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Peer<'a> {
+    name: &'a str,
+    public_key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<String>,
+    allowed_ips: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    persistent_keepalive: Option<u16>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_contract_tables() {
+        let mut cfg = PeerdConfig::new("a", "pd0", "KEY", Ipv4Addr::new(10, 0, 0, 1));
+        cfg.address6 = Some("fd00::1".parse().unwrap());
+        let mut peer = PeerSpec::new("b", "PUB", &["10.0.0.2/32", "fd00::2/128"]);
+        peer.endpoint = Some("192.0.2.2:51820".parse().unwrap());
+        cfg.peers.push(peer);
+        let text = cfg
+            .render(
+                Path::new("/t/a.key"),
+                Path::new("/t/a.sock"),
+                Path::new("/t/wg"),
+            )
+            .unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(v["node"]["address6"].as_str(), Some("fd00::1"));
+        assert_eq!(v["node"]["mode"].as_str(), Some("kernel"));
+        assert_eq!(v["admin"]["uapi_dir"].as_str(), Some("/t/wg"));
+        let peer = &v["peer"][0];
+        assert_eq!(peer["endpoint"].as_str(), Some("192.0.2.2:51820"));
+        assert_eq!(peer["allowed_ips"][1].as_str(), Some("fd00::2/128"));
+        assert!(peer.get("persistent_keepalive").is_none(), "{text}");
+    }
+}
