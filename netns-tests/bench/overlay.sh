@@ -8,11 +8,13 @@
 # and the ratios between them. Run as root from the repository root:
 #   netns-tests/bench/overlay.sh            # 10 s per iperf3 run
 #   SECONDS_PER_RUN=20 netns-tests/bench/overlay.sh
+#   VETH_GRO=off netns-tests/bench/overlay.sh   # veth as the kernel creates it
 # Needs: iperf3, wireguard-go, wg, ethtool, ping, python3; builds peerd --release.
 set -euo pipefail
 
 SECS=${SECONDS_PER_RUN:-10}
 PINGS=${PINGS:-200}
+VETH_GRO=${VETH_GRO:-on}   # GRO on the veth pair (the kernel creates veth with it off)
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TAG=pb$$
 NSA=$TAG-a
@@ -49,7 +51,7 @@ for side in a b; do
     ns=$TAG-$side
     ip -n "$ns" link set lo up
     ip -n "$ns" link set "${TAG}v$side" up
-    ip netns exec "$ns" ethtool -K "${TAG}v$side" gro on >/dev/null 2>&1 || true
+    ip netns exec "$ns" ethtool -K "${TAG}v$side" gro "$VETH_GRO" >/dev/null
 done
 
 inns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
@@ -83,7 +85,8 @@ start_wggo() { # side ifname inner-addr peer-side peer-inner
     local side=$1 ifn=$2 addr=$3 peer=$4 peer_addr=$5 ns=$TAG-$1
     local peer_ip=192.0.2.1
     [ "$peer" = b ] && peer_ip=192.0.2.2
-    inns "$ns" env LOG_LEVEL=error wireguard-go -f "$ifn" >"$WORK/wggo-$side.log" 2>&1 &
+    ip netns exec "$ns" env LOG_LEVEL=error wireguard-go -f "$ifn" >"$WORK/wggo-$side.log" 2>&1 &
+    PIDS+=($!)
     for _ in $(seq 100); do [ -S "/var/run/wireguard/$ifn.sock" ] && break; sleep 0.05; done
     inns "$ns" wg set "$ifn" private-key "$WORK/$side.key" listen-port 51820 \
         peer "$(cat "$WORK/$peer.pub")" endpoint "$peer_ip:51820" allowed-ips "$peer_addr/32"
@@ -114,24 +117,23 @@ public_key = "$(cat "$WORK/$peer.pub")"
 endpoint = "$peer_ip:51820"
 allowed_ips = ["$peer_addr/32"]
 EOF
-    inns "$ns" "$PEERD" run --config "$WORK/$side.toml" >"$WORK/peerd-$side.log" 2>&1 &
+    ip netns exec "$ns" "$PEERD" run --config "$WORK/$side.toml" >"$WORK/peerd-$side.log" 2>&1 &
+    PIDS+=($!)
     for _ in $(seq 200); do
         "$PEERD" status --socket "$WORK/$side.sock" --json >/dev/null 2>&1 && return 0
         sleep 0.05
     done
     echo "peerd $side did not start:" >&2
+    inns "$ns" ss -lunp >&2
     cat "$WORK/peerd-$side.log" >&2
     exit 1
 }
 
+PIDS=()
 stop_all() {
-    for ns in "$NSA" "$NSB"; do
-        for pid in $(ip netns pids "$ns"); do kill "$pid" 2>/dev/null || true; done
-    done
-    for _ in $(seq 100); do
-        [ -z "$(ip netns pids "$NSA")$(ip netns pids "$NSB")" ] && break
-        sleep 0.05
-    done
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
     rm -f /var/run/wireguard/${TAG}*.sock
 }
 
@@ -142,7 +144,7 @@ measure() { # label dst
     printf '%-26s %8s Gbit/s %8s ms\n' "$1" "${GBPS[$1]}" "${MS[$1]}" >&2
 }
 
-echo "kernel $(uname -r), $(nproc) cores, iperf3 ${SECS}s single stream, $PINGS pings" >&2
+echo "kernel $(uname -r), $(nproc) cores, iperf3 ${SECS}s single stream, $PINGS pings, veth gro $VETH_GRO" >&2
 measure "raw veth" 192.0.2.2
 
 start_wggo a "${TAG}wa" 10.200.0.1 b 10.200.0.2
