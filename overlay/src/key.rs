@@ -74,6 +74,12 @@ impl PrivateKey {
         PublicKey(*x25519::PublicKey::from(&self.0).as_bytes())
     }
 
+    /// The X25519 shared secret with `peer` (the same on both sides). Control planes derive
+    /// per-pair keys from it; WireGuard sessions never use it directly.
+    pub fn diffie_hellman(&self, peer: &PublicKey) -> [u8; 32] {
+        self.0.diffie_hellman(&peer.to_x25519()).to_bytes()
+    }
+
     pub(crate) fn secret(&self) -> &x25519::StaticSecret {
         &self.0
     }
@@ -219,6 +225,20 @@ mod tests {
         let public = private.public_key();
         assert_eq!(public.to_string().parse::<PublicKey>().unwrap(), public);
         assert_eq!(PublicKey::from_hex(&public.to_hex()).unwrap(), public);
+    }
+
+    #[test]
+    fn both_sides_derive_the_same_shared_secret() {
+        let (a, b) = (PrivateKey::generate(), PrivateKey::generate());
+        assert_eq!(
+            a.diffie_hellman(&b.public_key()),
+            b.diffie_hellman(&a.public_key())
+        );
+        let c = PrivateKey::generate();
+        assert_ne!(
+            a.diffie_hellman(&b.public_key()),
+            a.diffie_hellman(&c.public_key())
+        );
     }
 
     #[test]
