@@ -27,6 +27,13 @@ const IDLE: Duration = Duration::from_millis(250);
 /// Largest datagram or GRO buffer.
 const MAX_BUF: usize = 65_535;
 
+/// Receives datagrams that are not WireGuard messages (first byte outside 1–4), such as a
+/// control plane sharing the port. Called on the data-path thread: it must not block.
+pub type OtherSink = Box<OtherFn>;
+
+/// The callable behind an [`OtherSink`].
+pub type OtherFn = dyn Fn(SocketAddr, &[u8]) + Send + Sync;
+
 /// A running node: its threads, TUN device and socket.
 pub struct Device {
     node: Arc<Mutex<Node>>,
@@ -38,6 +45,17 @@ pub struct Device {
 impl Device {
     /// Starts moving packets between `tun` and `udp` through `node`.
     pub fn start(node: Arc<Mutex<Node>>, tun: Tun, udp: UdpIo) -> io::Result<Self> {
+        Self::start_with(node, tun, udp, None)
+    }
+
+    /// Like [`Device::start`], handing non-WireGuard datagrams to `other` instead of counting
+    /// them as malformed.
+    pub fn start_with(
+        node: Arc<Mutex<Node>>,
+        tun: Tun,
+        udp: UdpIo,
+        other: Option<OtherSink>,
+    ) -> io::Result<Self> {
         let tun = Arc::new(tun);
         let udp = Arc::new(udp);
         let stop = Arc::new(AtomicBool::new(false));
@@ -55,7 +73,7 @@ impl Device {
             let (node, tun, udp, stop) = (node.clone(), tun.clone(), udp.clone(), stop.clone());
             spawn(
                 "pd-udp-rx",
-                Box::new(move || run_inbound(&node, &tun, &udp, &stop)),
+                Box::new(move || run_inbound(&node, &tun, &udp, &stop, other.as_deref())),
             )?
         };
         let timers = {
@@ -81,6 +99,12 @@ impl Device {
     /// The UDP port peers send to.
     pub fn listen_port(&self) -> u16 {
         self.udp.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Sends one datagram that is not a WireGuard message (a control-plane message) from the
+    /// tunnel's port.
+    pub fn send_other(&self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
+        self.udp.send(to, datagram, None)
     }
 
     /// Sends whatever the node has queued (after a configuration change, say) now rather than
@@ -184,7 +208,13 @@ fn send_runs(udp: &UdpIo, wire: &[u8], sends: &[(SocketAddr, usize, usize)], nod
 }
 
 /// UDP → decrypt → TUN.
-fn run_inbound(node: &Mutex<Node>, tun: &Tun, udp: &UdpIo, stop: &AtomicBool) {
+fn run_inbound(
+    node: &Mutex<Node>,
+    tun: &Tun,
+    udp: &UdpIo,
+    stop: &AtomicBool,
+    other: Option<&OtherFn>,
+) {
     let offset = tun.write_offset();
     let plain_len = offset + MAX_BUF;
     let mut storage = vec![vec![0u8; MAX_BUF]; RECV_BATCH];
@@ -214,6 +244,12 @@ fn run_inbound(node: &Mutex<Node>, tun: &Tun, udp: &UdpIo, stop: &AtomicBool) {
                 continue;
             }
             for datagram in buf[..m.len].chunks(m.stride.max(1)) {
+                if let Some(other) = other
+                    && !matches!(datagram[0], 1..=4)
+                {
+                    other(m.addr, datagram);
+                    continue;
+                }
                 let out = &mut plain[ready];
                 out.resize(offset + datagram.len().max(MIN_BUFFER), 0);
                 match guard.decapsulate(m.addr, datagram, &mut out[offset..], now) {

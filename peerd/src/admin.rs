@@ -20,6 +20,13 @@ const MAX_REQUEST: usize = 64 * 1024;
 pub enum Request {
     /// This node and its peers.
     Status,
+    /// Round trips through the tunnel to a node.
+    Ping {
+        /// Node name or cluster/name.
+        node: String,
+        /// Number of echo requests.
+        count: u32,
+    },
 }
 
 /// The answer envelope.

@@ -35,6 +35,71 @@ enum Command {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Send pings through the tunnel to another node and time the round trips.
+    Ping {
+        /// Node name (or cluster/name).
+        node: String,
+        /// How many pings.
+        #[arg(long, short, default_value_t = 3)]
+        count: u32,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// The mesh CA and node certificates.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Create a mesh CA: DIR/ca.pem and DIR/ca.key.
+    Init {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Create an intermediate CA that may only certify nodes of one cluster.
+    Intermediate {
+        /// Folder of the issuing CA (ca.pem, ca.key).
+        #[arg(long)]
+        ca: PathBuf,
+        /// The cluster it certifies.
+        #[arg(long)]
+        cluster: String,
+        /// CIDRs its nodes may claim (repeat; none: any).
+        #[arg(long = "pod-cidr")]
+        pod_cidrs: Vec<ipnet::IpNet>,
+        /// Output folder (ca.pem, ca.key).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Certify a node: DIR/node.pem and DIR/node.key (mode 0600).
+    Issue {
+        /// Folder of the issuing CA (root or intermediate).
+        #[arg(long)]
+        ca: PathBuf,
+        /// Node name.
+        #[arg(long)]
+        node: String,
+        /// Cluster.
+        #[arg(long)]
+        cluster: String,
+        /// Region.
+        #[arg(long, default_value = "")]
+        region: String,
+        /// Zone.
+        #[arg(long, default_value = "")]
+        zone: String,
+        /// Pod CIDRs the node may announce (repeat).
+        #[arg(long = "pod-cidr", required = true)]
+        pod_cidrs: Vec<ipnet::IpNet>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Flags every read command shares.
@@ -74,6 +139,20 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{}", key.public_key());
             Ok(())
         }
+        Command::Ca(ca) => run_ca(ca),
+        Command::Ping { node, count, read } => {
+            let value = admin::call(&read.socket, &Request::Ping { node, count })?;
+            if read.json {
+                return print_json(&value);
+            }
+            let ping: status::PingReport =
+                serde_json::from_value(value).context("unexpected ping shape")?;
+            print!("{}", status::render_ping(&ping));
+            if ping.replies == 0 {
+                anyhow::bail!("no reply from {}", ping.node);
+            }
+            Ok(())
+        }
         Command::Status { read } => {
             let value = admin::call(&read.socket, &Request::Status)?;
             if read.json {
@@ -86,6 +165,62 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+}
+
+fn run_ca(command: CaCommand) -> Result<()> {
+    use peerd_mesh::trust;
+    match command {
+        CaCommand::Init { out } => {
+            trust::init_ca(&out)?;
+            println!(
+                "wrote {0}/ca.pem and {0}/ca.key (keep ca.key offline)",
+                out.display()
+            );
+        }
+        CaCommand::Intermediate {
+            ca,
+            cluster,
+            pod_cidrs,
+            out,
+        } => {
+            trust::issue_intermediate(&ca, &cluster, &pod_cidrs, &out)?;
+            println!(
+                "wrote {0}/ca.pem and {0}/ca.key for cluster {cluster}",
+                out.display()
+            );
+        }
+        CaCommand::Issue {
+            ca,
+            node,
+            cluster,
+            region,
+            zone,
+            pod_cidrs,
+            days,
+            out,
+        } => {
+            let identity = trust::NodeIdentity {
+                name: node,
+                cluster,
+                region,
+                zone,
+                pod_cidrs,
+            };
+            trust::issue_node(
+                &ca,
+                &identity,
+                std::time::Duration::from_secs(days * 86_400),
+                &out,
+            )?;
+            println!(
+                "wrote {0}/node.pem and {0}/node.key for {1}/{2}",
+                out.display(),
+                identity.cluster,
+                identity.name
+            );
+        }
+    }
+    Ok(())
 }
 
 fn print_json(value: &serde_json::Value) -> Result<()> {

@@ -2,7 +2,7 @@
 //! typed values to the daemon. Every error names the file, the line and the field.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -19,9 +19,36 @@ pub struct Config {
     /// Where the daemon answers `peerd status` and `wg`.
     #[serde(default)]
     pub admin: AdminSection,
+    /// Dynamic peers through the mesh control plane (optional).
+    pub mesh: Option<MeshSection>,
     /// Static peers.
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerSection>,
+}
+
+/// `[mesh]`: the control plane. Without it, peerd runs static peers only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshSection {
+    /// The mesh CA certificate(s) (PEM).
+    pub ca_file: PathBuf,
+    /// This node's certificate chain (PEM, from `peerd ca issue`).
+    pub cert_file: PathBuf,
+    /// This node's certificate key (PEM).
+    pub key_file: PathBuf,
+    /// Other nodes' underlay `host:port` (their WireGuard port) to join through.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// Where the last known mesh is kept across restarts.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Tunnel to nodes of this node's own cluster too (false where a CNI routes pods inside a
+    /// cluster).
+    #[serde(default = "yes")]
+    pub tunnel_same_cluster: bool,
+    /// Underlay `ip:port` to announce (default: this host's addresses with `listen_port`).
+    #[serde(default)]
+    pub advertise: Vec<SocketAddr>,
 }
 
 /// `[node]`: this node's identity and tunnel settings.
@@ -223,6 +250,30 @@ impl Config {
                 "\"userspace\" is not available in this version; use \"kernel\"".into(),
             );
         }
+        if let Some(mesh) = &self.mesh {
+            let bad = |key, message: String| Err(("mesh", None, key, message));
+            for seed in &mesh.seeds {
+                if let Err(message) = resolve_endpoint(seed) {
+                    return bad("seeds", message);
+                }
+            }
+            if !node.pod_cidrs.is_empty()
+                && !node
+                    .pod_cidrs
+                    .iter()
+                    .any(|n| n.contains(&IpAddr::V4(node.address)))
+            {
+                return Err((
+                    "node",
+                    None,
+                    "address",
+                    format!(
+                        "{} is outside pod_cidrs: the mesh certificate binds the overlay address to the node's pod CIDRs",
+                        node.address
+                    ),
+                ));
+            }
+        }
         let mut seen = std::collections::BTreeMap::new();
         for (i, peer) in self.peers.iter().enumerate() {
             let bad = |key, message: String| Err(("peer", Some(i), key, message));
@@ -268,6 +319,14 @@ pub fn resolve_endpoint(text: &str) -> Result<SocketAddr, String> {
             .ok_or_else(|| format!("{text:?} resolves to no address")),
         Err(e) => Err(format!("{text:?} is not host:port ({e})")),
     }
+}
+
+fn default_state_dir() -> PathBuf {
+    "/var/lib/peerd".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_cluster() -> String {

@@ -1,10 +1,11 @@
 //! `peerd run`: builds the node from the config file, opens the TUN device and the UDP port,
 //! programs addresses and routes, and serves the admin and WireGuard API sockets until SIGTERM.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use ipnet::IpNet;
@@ -17,9 +18,11 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::{self, Request};
 use crate::config::{Config, Mode, PeerSection};
+use crate::meshd::{self, MeshRuntime};
 use crate::netlink::Netlink;
-use crate::status::{NodeInfo, PeerInfo, Status};
 use crate::uapi_server;
+
+mod view;
 
 /// A running node.
 pub struct Daemon {
@@ -31,7 +34,8 @@ pub struct Daemon {
     tun_index: u32,
     offload: bool,
     listen_port: u16,
-    /// Serialises route syncs (admin, UAPI and reload may race).
+    mesh: Option<Arc<MeshRuntime>>,
+    /// Serialises route syncs (admin, UAPI, reload and the mesh may race).
     routes_lock: tokio::sync::Mutex<()>,
 }
 
@@ -44,7 +48,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let config = Config::load(config_path)?;
     let private = read_private_key(&config.node.private_key_file)?;
     let now = Instant::now();
-    let mut node = Node::new(private, now);
+    let mut node = Node::new(private.clone(), now);
     for peer in &config.peers {
         node.upsert_peer(peer_config(peer)?, now)
             .with_context(|| format!("peer {}", peer.name))?;
@@ -74,10 +78,28 @@ pub async fn run(config_path: &Path) -> Result<()> {
         netlink.add_address(tun_index, v6.into(), 128).await?;
     }
     netlink.set_up(tun_index).await?;
+
+    let (mesh, control) = match &config.mesh {
+        Some(section) => {
+            let endpoints = advertised(&netlink, &config, section, tun_index, listen_port).await?;
+            let runtime = MeshRuntime::build(&config, section, private, endpoints)?;
+            let (tx, rx) = tokio::sync::mpsc::channel(meshd::QUEUE);
+            (Some(Arc::new(runtime)), Some((meshd::sink(tx), rx)))
+        }
+        None => (None, None),
+    };
+    let (sink, control_rx) = control.map_or((None, None), |(s, r)| (Some(s), Some(r)));
     let node = Arc::new(Mutex::new(node));
-    let device = Device::start(node.clone(), tun, udp).context("cannot start the data path")?;
+    let device =
+        Device::start_with(node.clone(), tun, udp, sink).context("cannot start the data path")?;
     let admin_socket = config.admin_socket();
     let uapi_socket = config.uapi_socket();
+    let seeds: Vec<SocketAddr> = config
+        .mesh
+        .iter()
+        .flat_map(|m| m.seeds.iter())
+        .filter_map(|s| crate::config::resolve_endpoint(s).ok())
+        .collect();
     let daemon = Arc::new(Daemon {
         config_path: config_path.to_owned(),
         config: Mutex::new(config),
@@ -87,9 +109,21 @@ pub async fn run(config_path: &Path) -> Result<()> {
         tun_index,
         offload,
         listen_port,
+        mesh,
         routes_lock: tokio::sync::Mutex::new(()),
     });
     daemon.sync_routes().await?;
+
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mesh_task = match (daemon.mesh.clone(), control_rx) {
+        (Some(m), Some(rx)) => {
+            // Tunnels to the last known mesh come back before gossip reconverges.
+            m.start(seeds);
+            daemon.apply_mesh().await;
+            Some(tokio::spawn(meshd::run(daemon.clone(), rx, shutdown_rx)))
+        }
+        _ => None,
+    };
 
     let admin_listener = admin::bind(&admin_socket)?;
     let uapi_listener = uapi_server::bind(&uapi_socket)?;
@@ -106,6 +140,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         interface = %daemon.lock_config().node.interface,
         port = listen_port,
         offload,
+        mesh = daemon.mesh.is_some(),
         admin = %admin_socket.display(),
         "peerd ready"
     );
@@ -121,11 +156,44 @@ pub async fn run(config_path: &Path) -> Result<()> {
         }
     }
     tracing::info!("shutting down");
+    if let Some(task) = mesh_task {
+        // Announce the leave so that the others withdraw our routes at once.
+        let _ = shutdown_tx.send(true);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), task).await;
+    }
     admin_task.abort();
     uapi_task.abort();
     let _ = std::fs::remove_file(&admin_socket);
     let _ = std::fs::remove_file(&uapi_socket);
     Ok(())
+}
+
+/// The underlay endpoints to announce: configured ones, or every global address of this host
+/// (except the tunnel's and those inside the node's own pod CIDRs) with the listen port.
+async fn advertised(
+    netlink: &Netlink,
+    config: &Config,
+    mesh: &crate::config::MeshSection,
+    tun_index: u32,
+    port: u16,
+) -> Result<Vec<SocketAddr>> {
+    if !mesh.advertise.is_empty() {
+        return Ok(mesh.advertise.clone());
+    }
+    let own = &config.node.pod_cidrs;
+    let found: Vec<SocketAddr> = netlink
+        .global_addresses(tun_index)
+        .await?
+        .into_iter()
+        .filter(|ip| !own.iter().any(|n| n.contains(ip)))
+        .map(|ip| SocketAddr::new(ip, port))
+        .collect();
+    ensure!(
+        !found.is_empty(),
+        "no underlay address to announce: set [mesh] advertise = [\"ip:port\"]"
+    );
+    tracing::info!(endpoints = ?found, "announcing underlay endpoints");
+    Ok(found)
 }
 
 impl Daemon {
@@ -137,9 +205,35 @@ impl Daemon {
         self.node.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The control plane, when `[mesh]` is configured.
+    pub fn mesh(&self) -> Option<&Arc<MeshRuntime>> {
+        self.mesh.as_ref()
+    }
+
+    /// Sends a control datagram from the WireGuard port.
+    pub fn send_other(&self, to: SocketAddr, datagram: &[u8]) -> std::io::Result<()> {
+        self.device.send_other(to, datagram)
+    }
+
+    /// Reprograms WireGuard peers and routes from the mesh, and saves the mesh state.
+    pub async fn apply_mesh(&self) {
+        let Some(mesh) = &self.mesh else { return };
+        let changed = mesh.program(&mut self.lock_node());
+        if changed {
+            if let Err(e) = self.sync_routes().await {
+                tracing::warn!(error = %format!("{e:#}"), "route sync after a mesh change failed");
+            }
+            self.device.flush();
+        }
+        mesh.save();
+    }
+
     async fn handle(&self, request: Request) -> Result<serde_json::Value> {
         match request {
             Request::Status => Ok(serde_json::to_value(self.status())?),
+            Request::Ping { node, count } => {
+                Ok(serde_json::to_value(self.ping(&node, count).await?)?)
+            }
         }
     }
 
@@ -250,66 +344,6 @@ impl Daemon {
             tracing::info!(added = ?changes.added, removed = ?changes.removed, "routes updated");
         }
         Ok(())
-    }
-
-    fn status(&self) -> Status {
-        let config = self.lock_config();
-        let node = self.lock_node();
-        let meta: BTreeMap<PublicKey, &PeerSection> =
-            config.peers.iter().map(|p| (p.public_key, p)).collect();
-        let now = Instant::now();
-        let wall = SystemTime::now();
-        let mut peers: Vec<PeerInfo> = node
-            .peers()
-            .into_iter()
-            .map(|p| {
-                let m = meta.get(&p.public_key);
-                PeerInfo {
-                    name: m.map(|m| m.name.clone()).unwrap_or_default(),
-                    cluster: m.map(|m| m.cluster.clone()).unwrap_or_default(),
-                    zone: m.map(|m| m.zone.clone()).unwrap_or_default(),
-                    public_key: p.public_key.to_string(),
-                    endpoint: p.endpoint.map(|e| e.to_string()),
-                    allowed_ips: p.allowed_ips.iter().map(ToString::to_string).collect(),
-                    state: "static".into(),
-                    last_handshake_unix: p
-                        .last_handshake
-                        .and_then(|at| wall.checked_sub(now.saturating_duration_since(at)))
-                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                        .map_or(0, |d| d.as_secs()),
-                    rx_bytes: p.rx_bytes,
-                    tx_bytes: p.tx_bytes,
-                    persistent_keepalive: p.persistent_keepalive,
-                    drops: p.drops.nonzero().map(|(r, n)| (r.to_string(), n)).collect(),
-                }
-            })
-            .collect();
-        peers.sort_by(|a, b| {
-            (&a.cluster, &a.name, &a.public_key).cmp(&(&b.cluster, &b.name, &b.public_key))
-        });
-        let n = &config.node;
-        Status {
-            node: NodeInfo {
-                name: n.name.clone(),
-                cluster: n.cluster.clone(),
-                region: n.region.clone(),
-                zone: n.zone.clone(),
-                public_key: node.public_key().to_string(),
-                listen_port: self.listen_port,
-                interface: n.interface.clone(),
-                address: n.address.to_string(),
-                address6: n.address6.map(|a| a.to_string()),
-                pod_cidrs: n.pod_cidrs.iter().map(ToString::to_string).collect(),
-                mode: "kernel".into(),
-                offload: self.offload,
-                drops: node
-                    .drops()
-                    .nonzero()
-                    .map(|(r, n)| (r.to_string(), n))
-                    .collect(),
-            },
-            peers,
-        }
     }
 }
 

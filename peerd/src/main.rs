@@ -7,6 +7,8 @@ mod admin;
 mod cli;
 mod config;
 mod daemon;
+mod icmp;
+mod meshd;
 mod netlink;
 mod status;
 mod uapi_server;

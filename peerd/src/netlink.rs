@@ -7,7 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use anyhow::{Context, Result};
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressScope,
+};
 use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
@@ -55,6 +57,26 @@ impl Netlink {
             .execute()
             .await
             .with_context(|| format!("cannot add address {addr}/{prefix}"))
+    }
+
+    /// Global-scope addresses of every link but `except`, for announcing underlay endpoints.
+    pub async fn global_addresses(&self, except: u32) -> Result<Vec<IpAddr>> {
+        let mut found = Vec::new();
+        let mut stream = self.handle.address().get().execute();
+        while let Some(message) = stream.try_next().await.context("cannot list addresses")? {
+            if message.header.index == except || message.header.scope != AddressScope::Universe {
+                continue;
+            }
+            for attr in &message.attributes {
+                if let AddressAttribute::Address(ip) = attr
+                    && !ip.is_loopback()
+                    && !found.contains(ip)
+                {
+                    found.push(*ip);
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Brings the link up.

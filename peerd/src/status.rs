@@ -44,6 +44,41 @@ pub struct NodeInfo {
     pub offload: bool,
     /// Drops not attributable to one peer, by reason (non-zero only).
     pub drops: BTreeMap<String, u64>,
+    /// The control plane, when `[mesh]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<MeshInfo>,
+}
+
+/// Control-plane counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshInfo {
+    /// Nodes known, by state.
+    pub nodes: BTreeMap<String, u64>,
+    /// Records refused, by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// Control datagrams dropped, by reason.
+    pub dropped: BTreeMap<String, u64>,
+    /// Control bytes received.
+    pub rx_bytes: u64,
+    /// Control bytes sent.
+    pub tx_bytes: u64,
+}
+
+/// What `peerd ping` measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PingReport {
+    /// The node pinged.
+    pub node: String,
+    /// Its overlay address.
+    pub address: String,
+    /// The underlay endpoint its tunnel uses.
+    pub endpoint: Option<String>,
+    /// Requests sent.
+    pub sent: u32,
+    /// Replies received.
+    pub replies: u32,
+    /// Round-trip times of the replies, in milliseconds.
+    pub rtt_ms: Vec<f64>,
 }
 
 /// One peer.
@@ -53,6 +88,9 @@ pub struct PeerInfo {
     pub name: String,
     /// Cluster.
     pub cluster: String,
+    /// Region.
+    #[serde(default)]
+    pub region: String,
     /// Zone.
     pub zone: String,
     /// WireGuard public key (base64).
@@ -61,8 +99,14 @@ pub struct PeerInfo {
     pub endpoint: Option<String>,
     /// Prefixes routed to the peer.
     pub allowed_ips: Vec<String>,
-    /// Membership state: `static` for a peer from the config file.
+    /// Membership state: `alive`, `suspect`, `dead`, or `static` for a peer from the config file.
     pub state: String,
+    /// Tunnel state: `up` (handshake within 3 minutes), `connecting`, or `down`.
+    #[serde(default)]
+    pub tunnel: String,
+    /// Pod CIDRs behind the peer (mesh peers).
+    #[serde(default)]
+    pub pod_cidrs: Vec<String>,
     /// Unix time of the last completed handshake, 0 before the first.
     pub last_handshake_unix: u64,
     /// WireGuard bytes received.
@@ -107,13 +151,29 @@ pub fn render(status: &Status) -> String {
             .unwrap_or_default(),
     );
     if !n.drops.is_empty() {
-        let _ = writeln!(out, "  drops: {}", drops_line(&n.drops));
+        let _ = writeln!(out, "  drops: {}", counts_line(&n.drops));
+    }
+    if let Some(m) = &n.mesh {
+        let or_dash = |c: &BTreeMap<String, u64>| {
+            if c.is_empty() {
+                "-".into()
+            } else {
+                counts_line(c)
+            }
+        };
+        let _ = writeln!(
+            out,
+            "  mesh: {}  rejected: {}  dropped: {}",
+            or_dash(&m.nodes),
+            or_dash(&m.rejected),
+            or_dash(&m.dropped)
+        );
     }
     let header = [
-        "CLUSTER",
         "NAME",
         "ZONE",
         "STATE",
+        "TUNNEL",
         "ENDPOINT",
         "ALLOWED IPS",
         "HANDSHAKE",
@@ -121,45 +181,88 @@ pub fn render(status: &Status) -> String {
         "TX",
         "DROPS",
     ];
-    let mut rows = vec![header.map(str::to_owned).to_vec()];
-    for p in &status.peers {
-        rows.push(vec![
-            p.cluster.clone(),
-            if p.name.is_empty() {
+    let rows: Vec<(&str, Vec<String>)> = status
+        .peers
+        .iter()
+        .map(|p| {
+            let name = if p.name.is_empty() {
                 short_key(&p.public_key)
             } else {
                 p.name.clone()
-            },
-            p.zone.clone(),
-            p.state.clone(),
-            p.endpoint.clone().unwrap_or_else(|| "-".into()),
-            p.allowed_ips.join(","),
-            ago(now, p.last_handshake_unix),
-            bytes(p.rx_bytes),
-            bytes(p.tx_bytes),
-            if p.drops.is_empty() {
+            };
+            let drops = if p.drops.is_empty() {
                 "-".into()
             } else {
-                drops_line(&p.drops)
-            },
-        ]);
-    }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+                counts_line(&p.drops)
+            };
+            let cells = vec![
+                name,
+                p.zone.clone(),
+                p.state.clone(),
+                p.tunnel.clone(),
+                p.endpoint.clone().unwrap_or_else(|| "-".into()),
+                p.allowed_ips.join(","),
+                ago(now, p.last_handshake_unix),
+                bytes(p.rx_bytes),
+                bytes(p.tx_bytes),
+                drops,
+            ];
+            (p.cluster.as_str(), cells)
+        })
         .collect();
-    for row in rows {
-        let line: Vec<String> = row
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            rows.iter()
+                .map(|(_, r)| r[c].chars().count())
+                .chain([header[c].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
             .iter()
             .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        format!("  {}", padded.join("  ").trim_end())
+    };
+    let mut cluster = None;
+    for (c, row) in &rows {
+        if cluster != Some(*c) {
+            cluster = Some(*c);
+            let _ = writeln!(out, "\ncluster {}", if c.is_empty() { "-" } else { c });
+            let _ = writeln!(out, "{}", line(&header.map(str::to_owned)));
+        }
+        let _ = writeln!(out, "{}", line(row));
+    }
+    if rows.is_empty() {
+        let _ = writeln!(out, "\nno peers");
     }
     out
 }
 
-fn drops_line(drops: &BTreeMap<String, u64>) -> String {
-    drops
+/// Renders `peerd ping`, like ping's summary.
+pub fn render_ping(p: &PingReport) -> String {
+    let mut out = String::new();
+    let via = p
+        .endpoint
+        .as_deref()
+        .map(|e| format!(" via {e}"))
+        .unwrap_or_default();
+    for rtt in &p.rtt_ms {
+        let _ = writeln!(
+            out,
+            "pong from {} ({}){via} in {rtt:.3} ms",
+            p.node, p.address
+        );
+    }
+    let _ = writeln!(out, "{} sent, {} received", p.sent, p.replies);
+    out
+}
+
+fn counts_line(counts: &BTreeMap<String, u64>) -> String {
+    counts
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
@@ -217,6 +320,7 @@ mod tests {
                 mode: "kernel".into(),
                 offload: true,
                 drops: BTreeMap::from([("malformed".into(), 3)]),
+                mesh: None,
             },
             peers: vec![PeerInfo {
                 name: "west-1".into(),
@@ -225,7 +329,10 @@ mod tests {
                 public_key: "BBBB".into(),
                 endpoint: Some("192.0.2.10:51820".into()),
                 allowed_ips: vec!["10.2.1.0/24".into()],
+                region: String::new(),
                 state: "static".into(),
+                tunnel: "connecting".into(),
+                pod_cidrs: vec![],
                 last_handshake_unix: 0,
                 rx_bytes: 2048,
                 tx_bytes: 10,
@@ -258,17 +365,22 @@ mod tests {
     }
 
     #[test]
-    fn table_shows_peers_and_drops() {
+    fn table_shows_peers_grouped_by_cluster() {
         let text = render(&sample());
         assert!(
             text.starts_with("node east-1 (cluster east, zone us-east-1a, region us-east)"),
             "{text}"
         );
         assert!(text.contains("drops: malformed=3"));
-        let row = text.lines().find(|l| l.starts_with("west")).unwrap();
+        assert!(text.contains("\ncluster west\n"), "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("west-1"))
+            .unwrap();
         for cell in [
-            "west-1",
+            "us-west-1a",
             "static",
+            "connecting",
             "192.0.2.10:51820",
             "10.2.1.0/24",
             "never",

@@ -146,3 +146,28 @@ fn example_configs_in_docs_parse() {
     }
     assert!(seen > 0, "no example configs in {}", dir.display());
 }
+
+#[test]
+fn mesh_section_parses_with_defaults_and_checks_seeds() {
+    let text = format!(
+        "{}pod_cidrs = [\"10.0.0.0/24\"]\n\n[mesh]\nca_file = \"/etc/peerd/ca.pem\"\ncert_file = \"/n.pem\"\nkey_file = \"/n.key\"\nseeds = [\"192.0.2.10:51820\"]\n",
+        minimal()
+    );
+    let c = parse(&text).unwrap();
+    let mesh = c.mesh.unwrap();
+    assert!(mesh.tunnel_same_cluster);
+    assert_eq!(mesh.state_dir, Path::new("/var/lib/peerd"));
+    assert_eq!(mesh.seeds, ["192.0.2.10:51820"]);
+
+    let bad = text.replace("192.0.2.10:51820", "no-port");
+    let e = parse(&bad).unwrap_err();
+    assert_eq!(
+        (e.line, e.field.as_deref()),
+        (Some(11), Some("mesh.seeds")),
+        "{e}"
+    );
+
+    let outside = text.replace("10.0.0.0/24", "10.9.0.0/24");
+    let e = parse(&outside).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("node.address"), "{e}");
+}
