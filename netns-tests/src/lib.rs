@@ -3,7 +3,9 @@
 //! A test builds a [`Lab`] (unique names and a temporary directory), creates namespaces
 //! ([`Netns`]) joined by veth pairs ([`connect`]), runs the real `peerd` binary ([`Peerd`]) and
 //! real wireguard-go nodes ([`WgGo`]) inside them, and moves traffic from threads that entered a
-//! namespace ([`in_netns`], [`TcpSink`], [`tcp_send`], [`udp_flood`], [`ping`]).
+//! namespace ([`in_netns`], [`TcpSink`], [`tcp_send`], [`udp_flood`], [`ping`]). A [`MeshLab`]
+//! builds a whole multi-cluster mesh (router, cluster bridges, nodes with pods behind them, a
+//! mesh CA) for the control-plane tests and the convergence benchmark.
 //!
 //! What this crate must not do: touch the host namespace's network. Every address, route and
 //! client lives in a namespace the test created, every name carries the test process's pid, and
@@ -17,6 +19,7 @@
 mod keys;
 mod lab;
 mod link;
+mod mesh;
 mod netns;
 mod peerd;
 mod ping;
@@ -31,8 +34,12 @@ mod wggo;
 pub use keys::{Keypair, peerd_pubkey, wg_pubkey};
 pub use lab::{A_UNDERLAY, A_UNDERLAY6, B_UNDERLAY, B_UNDERLAY6, Lab, Pair};
 pub use link::{End, addr_add, addr_del, connect};
+pub use mesh::{
+    MESH_PORT, MeshLab, MeshNode, NodeOptions, RouteEvent, RouteMonitor, UdpProbe, kernel_routes,
+    mesh_count, peer_field, peer_state, reach_times,
+};
 pub use netns::Netns;
-pub use peerd::{Peerd, PeerdConfig, peerd_bin};
+pub use peerd::{MeshSpec, Peerd, PeerdConfig, peerd_bin};
 pub use ping::{ping, ping_from, wait_ping};
 pub use preflight::{Need, check, under_ci};
 pub use proc::{run, run_with_stdin};

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-pub use config::PeerdConfig;
+pub use config::{MeshSpec, PeerdConfig};
 
 use crate::netns::Netns;
 use crate::proc::{run, tail};
@@ -173,6 +173,12 @@ impl Peerd {
         Ok(last)
     }
 
+    /// Whether the daemon was started and not killed or stopped through this handle since (it may
+    /// still have crashed: see [`Peerd::is_running`]).
+    pub fn started(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Whether the daemon process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -185,6 +191,28 @@ impl Peerd {
         if let Some(mut child) = self.child.take() {
             child.kill().context("cannot kill peerd")?;
             child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Stops the daemon with SIGTERM (a graceful stop: a mesh node announces its leave) and
+    /// waits up to 10 s for it to exit.
+    pub fn terminate(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        crate::proc::kill(child.id() as i32, libc::SIGTERM);
+        let exited = wait_until(READY, "peerd to exit after SIGTERM", || {
+            Ok(child.try_wait()?.is_some())
+        });
+        if let Err(e) = exited {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.context(format!(
+                "peerd {} ignored SIGTERM\n{}",
+                self.cfg.name,
+                self.logs()
+            )));
         }
         Ok(())
     }

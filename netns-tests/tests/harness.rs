@@ -77,10 +77,13 @@ fn dropped_namespace_takes_its_processes_with_it() {
         )
         .expect("spawn sleep");
     let pid = child.id() as i32;
-    assert!(
-        ns.pids().expect("pids").contains(&pid),
-        "sleep is not in {name}"
-    );
+    // `ip netns exec` enters the namespace after the fork: wait for it.
+    wait_until(
+        std::time::Duration::from_secs(5),
+        "sleep to enter the namespace",
+        || Ok(ns.pids()?.contains(&pid)),
+    )
+    .unwrap_or_else(|e| panic!("sleep is not in {name}: {e:#}"));
     drop(ns);
     let status = child.wait().expect("reap sleep");
     assert!(

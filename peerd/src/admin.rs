@@ -20,6 +20,8 @@ const MAX_REQUEST: usize = 64 * 1024;
 pub enum Request {
     /// This node and its peers.
     Status,
+    /// The mesh's service catalog.
+    Services,
     /// Round trips through the tunnel to a node.
     Ping {
         /// Node name or cluster/name.

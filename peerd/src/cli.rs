@@ -35,6 +35,11 @@ enum Command {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// List the mesh's services with their endpoints per cluster.
+    Services {
+        #[command(flatten)]
+        read: ReadArgs,
+    },
     /// Send pings through the tunnel to another node and time the round trips.
     Ping {
         /// Node name (or cluster/name).
@@ -140,6 +145,16 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Ca(ca) => run_ca(ca),
+        Command::Services { read } => {
+            let value = admin::call(&read.socket, &Request::Services)?;
+            if read.json {
+                return print_json(&value);
+            }
+            let list: status::ServiceList =
+                serde_json::from_value(value).context("unexpected services shape")?;
+            print!("{}", status::render_services(&list));
+            Ok(())
+        }
         Command::Ping { node, count, read } => {
             let value = admin::call(&read.socket, &Request::Ping { node, count })?;
             if read.json {

@@ -21,9 +21,77 @@ pub struct Config {
     pub admin: AdminSection,
     /// Dynamic peers through the mesh control plane (optional).
     pub mesh: Option<MeshSection>,
+    /// The DNS server for `.global` names (optional).
+    pub dns: Option<DnsSection>,
+    /// Services this node exports (static source; Kubernetes adds its own).
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceSection>,
     /// Static peers.
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerSection>,
+}
+
+/// `[dns]`: where the `.global` DNS server listens and where other names go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// UDP and TCP listen address.
+    #[serde(default = "default_dns_listen")]
+    pub listen: SocketAddr,
+    /// Virtual IPs of global names come from here.
+    #[serde(default = "default_service_cidr")]
+    pub service_cidr: ipnet::Ipv4Net,
+    /// Upstream resolvers for other names (default: /etc/resolv.conf's).
+    #[serde(default)]
+    pub upstream: Vec<SocketAddr>,
+    /// TTL of `.global` answers, in seconds.
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+}
+
+/// `[[service]]`: a service with endpoints on this node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    /// Service name (a DNS label).
+    pub name: String,
+    /// Namespace (a DNS label).
+    pub namespace: String,
+    /// Named ports.
+    pub ports: Vec<PortSection>,
+    /// Endpoints on this node.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSection>,
+}
+
+/// A service port: `{ name = "http", port = 80, protocol = "http" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSection {
+    /// Port name (a DNS label; SRV names use it).
+    pub name: String,
+    /// Port on the service's virtual IP.
+    pub port: u16,
+    /// `http`, `http2`, `grpc` or `tcp`.
+    #[serde(deserialize_with = "from_str")]
+    pub protocol: peerd_types::Protocol,
+}
+
+/// An endpoint: `{ address = "10.1.1.10", port = 8080 }` (one target port for every service
+/// port) or `{ address = "10.1.1.10", ports = { http = 8080, grpc = 9090 } }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSection {
+    /// Where it listens.
+    pub address: std::net::IpAddr,
+    /// Target port for every service port.
+    pub port: Option<u16>,
+    /// Target port per service port name.
+    #[serde(default)]
+    pub ports: std::collections::BTreeMap<String, u16>,
+    /// Whether it takes traffic.
+    #[serde(default = "yes")]
+    pub ready: bool,
 }
 
 /// `[mesh]`: the control plane. Without it, peerd runs static peers only.
@@ -274,6 +342,20 @@ impl Config {
                 ));
             }
         }
+        self.validate_services()?;
+        if let Some(dns) = &self.dns
+            && dns.service_cidr.prefix_len() > 28
+        {
+            return Err((
+                "dns",
+                None,
+                "service_cidr",
+                format!(
+                    "{} is too small for virtual IPs (use /28 or larger)",
+                    dns.service_cidr
+                ),
+            ));
+        }
         let mut seen = std::collections::BTreeMap::new();
         for (i, peer) in self.peers.iter().enumerate() {
             let bad = |key, message: String| Err(("peer", Some(i), key, message));
@@ -299,6 +381,128 @@ impl Config {
     }
 }
 
+impl Config {
+    fn validate_services(&self) -> Result<(), (&'static str, Option<usize>, &'static str, String)> {
+        let mut keys = std::collections::BTreeSet::new();
+        for (i, service) in self.services.iter().enumerate() {
+            let bad = |key, message: String| Err(("service", Some(i), key, message));
+            for (key, label) in [("name", &service.name), ("namespace", &service.namespace)] {
+                if !is_dns_label(label) {
+                    return bad(
+                        key,
+                        format!("{label:?} is not a DNS label (a-z, 0-9, '-', at most 63)"),
+                    );
+                }
+            }
+            if !keys.insert((&service.name, &service.namespace)) {
+                return bad(
+                    "name",
+                    format!("{}.{} is listed twice", service.name, service.namespace),
+                );
+            }
+            if service.ports.is_empty() {
+                return bad("ports", "a service needs at least one port".into());
+            }
+            let mut names = std::collections::BTreeSet::new();
+            for port in &service.ports {
+                if !is_dns_label(&port.name) || !names.insert(&port.name) {
+                    return bad(
+                        "ports",
+                        format!("port name {:?} is not a unique DNS label", port.name),
+                    );
+                }
+            }
+            for endpoint in &service.endpoints {
+                if !self.node_owns(endpoint.address) {
+                    return bad(
+                        "endpoints",
+                        format!(
+                            "{} is not on this node (outside node.pod_cidrs and node.address)",
+                            endpoint.address
+                        ),
+                    );
+                }
+                if endpoint.port.is_none()
+                    && service
+                        .ports
+                        .iter()
+                        .any(|p| !endpoint.ports.contains_key(&p.name))
+                {
+                    return bad(
+                        "endpoints",
+                        format!(
+                            "endpoint {} needs `port` or a port for every service port",
+                            endpoint.address
+                        ),
+                    );
+                }
+                if let Some(name) = endpoint.ports.keys().find(|n| !names.contains(n)) {
+                    return bad(
+                        "endpoints",
+                        format!("endpoint {} maps unknown port {name:?}", endpoint.address),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `addr` belongs to this node: its overlay addresses or its pod CIDRs.
+    pub fn node_owns(&self, addr: IpAddr) -> bool {
+        addr == IpAddr::V4(self.node.address)
+            || self.node.address6.is_some_and(|a| IpAddr::V6(a) == addr)
+            || self.node.pod_cidrs.iter().any(|n| n.contains(&addr))
+    }
+
+    /// The static service exports of this file.
+    pub fn exports(&self) -> Vec<peerd_types::ServiceExport> {
+        self.services
+            .iter()
+            .map(|s| peerd_types::ServiceExport {
+                key: peerd_types::ServiceKey::new(&s.name, &s.namespace),
+                ports: s
+                    .ports
+                    .iter()
+                    .map(|p| peerd_types::ServicePort {
+                        name: p.name.clone(),
+                        port: p.port,
+                        protocol: p.protocol,
+                    })
+                    .collect(),
+                endpoints: s
+                    .endpoints
+                    .iter()
+                    .map(|e| peerd_types::Endpoint {
+                        address: e.address,
+                        ports: s
+                            .ports
+                            .iter()
+                            .filter_map(|p| {
+                                e.ports
+                                    .get(&p.name)
+                                    .copied()
+                                    .or(e.port)
+                                    .map(|t| (p.name.clone(), t))
+                            })
+                            .collect(),
+                        ready: e.ready,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// RFC 1123 label, lowercase.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
 impl PeerSection {
     /// The endpoint, resolved (validation guarantees it resolves at load time).
     pub fn endpoint_addr(&self) -> Option<SocketAddr> {
@@ -319,6 +523,19 @@ pub fn resolve_endpoint(text: &str) -> Result<SocketAddr, String> {
             .ok_or_else(|| format!("{text:?} resolves to no address")),
         Err(e) => Err(format!("{text:?} is not host:port ({e})")),
     }
+}
+
+fn default_dns_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 53))
+}
+
+/// The default `[dns] service_cidr`.
+pub fn default_service_cidr() -> ipnet::Ipv4Net {
+    "10.253.0.0/16".parse().expect("valid literal")
+}
+
+fn default_ttl() -> u32 {
+    5
 }
 
 fn default_state_dir() -> PathBuf {

@@ -17,6 +17,7 @@ use overlay::{Node, PeerConfig, PresharedKey, PrivateKey, PublicKey};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::{self, Request};
+use crate::catalog::{Catalog, NodeExports, ServiceSource, StaticSource};
 use crate::config::{Config, Mode, PeerSection};
 use crate::meshd::{self, MeshRuntime};
 use crate::netlink::Netlink;
@@ -35,6 +36,12 @@ pub struct Daemon {
     offload: bool,
     listen_port: u16,
     mesh: Option<Arc<MeshRuntime>>,
+    /// This node's service exports (the config file today).
+    source: Mutex<Box<dyn ServiceSource>>,
+    /// The mesh-wide catalog, rebuilt whenever the mesh or this node's exports change.
+    catalog: Mutex<Arc<Catalog>>,
+    /// The `.global` DNS server, when `[dns]` is configured.
+    dns: Option<dns::DnsServer>,
     /// Serialises route syncs (admin, UAPI, reload and the mesh may race).
     routes_lock: tokio::sync::Mutex<()>,
 }
@@ -94,6 +101,22 @@ pub async fn run(config_path: &Path) -> Result<()> {
         Device::start_with(node.clone(), tun, udp, sink).context("cannot start the data path")?;
     let admin_socket = config.admin_socket();
     let uapi_socket = config.uapi_socket();
+    let exports = config.exports();
+    let dns = match &config.dns {
+        Some(d) => {
+            let dns_config = dns::DnsConfig {
+                listen: d.listen,
+                upstream: d.upstream.clone(),
+                ttl: d.ttl,
+            };
+            let server = dns::DnsServer::start(dns_config, dns::Zone::default())
+                .await
+                .context("[dns] listen")?;
+            tracing::info!(listen = %server.local_addr(), "dns ready");
+            Some(server)
+        }
+        None => None,
+    };
     let seeds: Vec<SocketAddr> = config
         .mesh
         .iter()
@@ -110,8 +133,12 @@ pub async fn run(config_path: &Path) -> Result<()> {
         offload,
         listen_port,
         mesh,
+        source: Mutex::new(Box::new(StaticSource(exports))),
+        catalog: Mutex::new(Arc::new(Catalog::default())),
+        dns,
         routes_lock: tokio::sync::Mutex::new(()),
     });
+    daemon.rebuild_catalog();
     daemon.sync_routes().await?;
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -226,11 +253,76 @@ impl Daemon {
             self.device.flush();
         }
         mesh.save();
+        self.rebuild_catalog();
+    }
+
+    /// The current catalog.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Merges this node's exports and every mesh node's into a new catalog.
+    pub fn rebuild_catalog(&self) {
+        let (locality, cidr) = {
+            let c = self.lock_config();
+            let n = &c.node;
+            let locality = peerd_types::Locality {
+                cluster: n.cluster.clone(),
+                region: n.region.clone(),
+                zone: n.zone.clone(),
+                node: n.name.clone(),
+            };
+            (
+                locality,
+                c.dns
+                    .as_ref()
+                    .map_or_else(crate::config::default_service_cidr, |d| d.service_cidr),
+            )
+        };
+        let own = self
+            .source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .exports();
+        let nodes = self.mesh.as_ref().map(|m| m.nodes()).unwrap_or_default();
+        let mut all = vec![NodeExports {
+            locality,
+            alive: true,
+            exports: &own,
+        }];
+        for v in &nodes {
+            let r = &v.node.record;
+            all.push(NodeExports {
+                locality: peerd_types::Locality {
+                    cluster: r.cluster.clone(),
+                    region: r.region.clone(),
+                    zone: r.zone.clone(),
+                    node: r.name.clone(),
+                },
+                alive: v.node.state != peerd_mesh::NodeState::Dead,
+                exports: &r.services,
+            });
+        }
+        let catalog = Catalog::build(all, cidr);
+        let mut current = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
+        if **current != catalog {
+            tracing::debug!(services = catalog.services.len(), "catalog changed");
+            if let Some(dns) = &self.dns {
+                dns.update(catalog.zone());
+            }
+            *current = Arc::new(catalog);
+        }
     }
 
     async fn handle(&self, request: Request) -> Result<serde_json::Value> {
         match request {
             Request::Status => Ok(serde_json::to_value(self.status())?),
+            Request::Services => Ok(serde_json::to_value(crate::status::services(
+                &self.catalog(),
+            ))?),
             Request::Ping { node, count } => {
                 Ok(serde_json::to_value(self.ping(&node, count).await?)?)
             }
@@ -313,7 +405,18 @@ impl Daemon {
                 tracing::warn!("node address or interface changed: restart peerd to apply");
             }
         }
+        let exports = new.exports();
         *self.lock_config() = new;
+        *self.source.lock().unwrap_or_else(|e| e.into_inner()) =
+            Box::new(StaticSource(exports.clone()));
+        if let Some(m) = &self.mesh {
+            m.lock().update_own(
+                |r| r.services = exports,
+                Instant::now(),
+                std::time::SystemTime::now(),
+            );
+        }
+        self.rebuild_catalog();
         if let Err(e) = self.sync_routes().await {
             tracing::warn!(error = %format!("{e:#}"), "route sync after reload failed");
         }

@@ -4,6 +4,7 @@
 //! read commands talk to it through [`admin`].
 
 mod admin;
+mod catalog;
 mod cli;
 mod config;
 mod daemon;
@@ -12,6 +13,7 @@ mod meshd;
 mod netlink;
 mod status;
 mod uapi_server;
+mod vip;
 
 use clap::Parser;
 

@@ -71,6 +71,7 @@ impl MeshRuntime {
             pod_cidrs: node.pod_cidrs.clone(),
             address: node.address,
             address6: node.address6,
+            services: config.exports(),
         };
         let verifier = Verifier::new(anchor, VerifyCache::default());
         let now = (Instant::now(), SystemTime::now());
@@ -203,6 +204,8 @@ pub async fn run(
     let Some(m) = daemon.mesh().cloned() else {
         return;
     };
+    // The seed greetings queued at start leave now, not after the first timer.
+    send_all(&daemon, &m);
     let mut last = 0;
     loop {
         let deadline = tokio::time::Instant::from_std(m.lock().poll_timeout());

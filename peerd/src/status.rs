@@ -391,3 +391,143 @@ mod tests {
         }
     }
 }
+
+/// `peerd services --json`: every service with its endpoints grouped by cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceList {
+    /// Services ordered by namespace, then name.
+    pub services: Vec<ServiceInfo>,
+}
+
+/// One service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// Service name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// `name.namespace.global`.
+    pub global_name: String,
+    /// Its virtual IP.
+    pub vip: Option<String>,
+    /// Ports.
+    pub ports: Vec<peerd_types::ServicePort>,
+    /// Endpoints by cluster.
+    pub clusters: BTreeMap<String, ClusterEndpoints>,
+}
+
+/// A service's endpoints in one cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterEndpoints {
+    /// `cluster.name.namespace.global`'s virtual IP.
+    pub vip: Option<String>,
+    /// The endpoints.
+    pub endpoints: Vec<EndpointInfo>,
+}
+
+/// One endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointInfo {
+    /// Address.
+    pub address: String,
+    /// Target port per port name.
+    pub ports: BTreeMap<String, u16>,
+    /// Ready according to its source.
+    pub ready: bool,
+    /// Node it runs on.
+    pub node: String,
+    /// Region.
+    pub region: String,
+    /// Zone.
+    pub zone: String,
+    /// Whether the mesh considers its node live.
+    pub node_alive: bool,
+}
+
+/// The catalog as `peerd services` shows it.
+pub fn services(catalog: &crate::catalog::Catalog) -> ServiceList {
+    let mut services: Vec<ServiceInfo> = catalog
+        .services
+        .values()
+        .map(|s| {
+            let mut clusters: BTreeMap<String, ClusterEndpoints> = BTreeMap::new();
+            for e in &s.endpoints {
+                let c = clusters
+                    .entry(e.locality.cluster.clone())
+                    .or_insert_with(|| ClusterEndpoints {
+                        vip: s
+                            .cluster_vips
+                            .get(&e.locality.cluster)
+                            .map(ToString::to_string),
+                        endpoints: Vec::new(),
+                    });
+                c.endpoints.push(EndpointInfo {
+                    address: e.endpoint.address.to_string(),
+                    ports: e.endpoint.ports.iter().cloned().collect(),
+                    ready: e.endpoint.ready,
+                    node: e.locality.node.clone(),
+                    region: e.locality.region.clone(),
+                    zone: e.locality.zone.clone(),
+                    node_alive: e.node_alive,
+                });
+            }
+            ServiceInfo {
+                name: s.key.name.clone(),
+                namespace: s.key.namespace.clone(),
+                global_name: crate::catalog::global_name(&s.key, None),
+                vip: s.vip.map(|v| v.to_string()),
+                ports: s.ports.clone(),
+                clusters,
+            }
+        })
+        .collect();
+    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    ServiceList { services }
+}
+
+/// Renders `peerd services`.
+pub fn render_services(list: &ServiceList) -> String {
+    let mut out = String::new();
+    if list.services.is_empty() {
+        out.push_str("no services\n");
+    }
+    for s in &list.services {
+        let ports: Vec<String> = s
+            .ports
+            .iter()
+            .map(|p| format!("{}:{}/{}", p.name, p.port, p.protocol.as_str()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{}  {}  {}",
+            s.global_name,
+            s.vip.as_deref().unwrap_or("-"),
+            ports.join(" ")
+        );
+        for (cluster, c) in &s.clusters {
+            let _ = writeln!(
+                out,
+                "  cluster {cluster}  {}",
+                c.vip.as_deref().unwrap_or("-")
+            );
+            for e in &c.endpoints {
+                let ports: Vec<String> = e.ports.iter().map(|(n, p)| format!("{n}={p}")).collect();
+                let health = match (e.ready, e.node_alive) {
+                    (true, true) => "ready",
+                    (false, _) => "not-ready",
+                    (true, false) => "node-dead",
+                };
+                let _ = writeln!(
+                    out,
+                    "    {:<16} {:<18} {:<12} {}  {}",
+                    e.address,
+                    ports.join(","),
+                    e.node,
+                    e.zone,
+                    health
+                );
+            }
+        }
+    }
+    out
+}

@@ -1,8 +1,8 @@
 //! The TOML file a [`crate::Peerd`] is started with (the `[node]`, `[admin]` and `[[peer]]`
 //! tables of DESIGN.md's config contract).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -16,6 +16,10 @@ pub struct PeerdConfig {
     pub name: String,
     /// Cluster name (`[node] cluster`, default `test`).
     pub cluster: String,
+    /// Region (`[node] region`, default empty); must equal the certificate's with `[mesh]`.
+    pub region: String,
+    /// Zone (`[node] zone`, default empty); must equal the certificate's with `[mesh]`.
+    pub zone: String,
     /// Base64 private key, written to `<dir>/<name>.key` for `private_key_file`.
     pub private_key: String,
     /// UDP listen port (default 51820).
@@ -33,6 +37,27 @@ pub struct PeerdConfig {
     pub default_uapi_dir: bool,
     /// Static peers.
     pub peers: Vec<PeerSpec>,
+    /// The `[mesh]` table (dynamic peers through the control plane), if any.
+    pub mesh: Option<MeshSpec>,
+}
+
+/// The `[mesh]` table: certificate files, seeds and the state directory.
+#[derive(Debug, Clone)]
+pub struct MeshSpec {
+    /// The mesh CA certificate (`ca_file`).
+    pub ca_file: PathBuf,
+    /// This node's certificate chain (`cert_file`).
+    pub cert_file: PathBuf,
+    /// This node's certificate key (`key_file`).
+    pub key_file: PathBuf,
+    /// Underlay `ip:port` of other nodes to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// Where the last known mesh is kept across restarts.
+    pub state_dir: PathBuf,
+    /// Tunnel to nodes of the node's own cluster too.
+    pub tunnel_same_cluster: bool,
+    /// Underlay `ip:port` to announce; empty leaves the field out (peerd's default).
+    pub advertise: Vec<SocketAddr>,
 }
 
 impl PeerdConfig {
@@ -41,6 +66,8 @@ impl PeerdConfig {
         PeerdConfig {
             name: name.to_owned(),
             cluster: "test".to_owned(),
+            region: String::new(),
+            zone: String::new(),
             private_key: private_key.to_owned(),
             listen_port: 51820,
             interface: interface.to_owned(),
@@ -49,6 +76,7 @@ impl PeerdConfig {
             pod_cidrs: Vec::new(),
             default_uapi_dir: false,
             peers: Vec::new(),
+            mesh: None,
         }
     }
 
@@ -58,6 +86,8 @@ impl PeerdConfig {
             node: Node {
                 name: &self.name,
                 cluster: &self.cluster,
+                region: &self.region,
+                zone: &self.zone,
                 private_key_file: key_file.to_string_lossy().into_owned(),
                 listen_port: self.listen_port,
                 interface: &self.interface,
@@ -70,6 +100,15 @@ impl PeerdConfig {
                 socket: socket.to_string_lossy().into_owned(),
                 uapi_dir: (!self.default_uapi_dir).then(|| uapi_dir.to_string_lossy().into_owned()),
             },
+            mesh: self.mesh.as_ref().map(|m| Mesh {
+                ca_file: m.ca_file.to_string_lossy().into_owned(),
+                cert_file: m.cert_file.to_string_lossy().into_owned(),
+                key_file: m.key_file.to_string_lossy().into_owned(),
+                seeds: m.seeds.iter().map(ToString::to_string).collect(),
+                state_dir: m.state_dir.to_string_lossy().into_owned(),
+                tunnel_same_cluster: m.tunnel_same_cluster,
+                advertise: m.advertise.iter().map(ToString::to_string).collect(),
+            }),
             peer: self
                 .peers
                 .iter()
@@ -90,6 +129,8 @@ impl PeerdConfig {
 struct File<'a> {
     node: Node<'a>,
     admin: Admin,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mesh: Option<Mesh>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     peer: Vec<Peer<'a>>,
 }
@@ -98,6 +139,10 @@ struct File<'a> {
 struct Node<'a> {
     name: &'a str,
     cluster: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    region: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    zone: &'a str,
     private_key_file: String,
     listen_port: u16,
     interface: &'a str,
@@ -113,6 +158,18 @@ struct Admin {
     socket: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     uapi_dir: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Mesh {
+    ca_file: String,
+    cert_file: String,
+    key_file: String,
+    seeds: Vec<String>,
+    state_dir: String,
+    tunnel_same_cluster: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    advertise: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -152,5 +209,35 @@ mod tests {
         assert_eq!(peer["endpoint"].as_str(), Some("192.0.2.2:51820"));
         assert_eq!(peer["allowed_ips"][1].as_str(), Some("fd00::2/128"));
         assert!(peer.get("persistent_keepalive").is_none(), "{text}");
+        assert!(v.get("mesh").is_none(), "{text}");
+        assert!(v["node"].get("region").is_none(), "{text}");
+    }
+
+    #[test]
+    fn renders_the_mesh_table() {
+        let mut cfg = PeerdConfig::new("east-0", "pd0", "KEY", Ipv4Addr::new(10, 1, 0, 1));
+        cfg.region = "us-east".to_owned();
+        cfg.zone = "us-east-1a".to_owned();
+        cfg.mesh = Some(MeshSpec {
+            ca_file: "/t/ca/ca.pem".into(),
+            cert_file: "/t/e/node.pem".into(),
+            key_file: "/t/e/node.key".into(),
+            seeds: vec!["192.0.2.2:51820".parse().unwrap()],
+            state_dir: "/t/e/state".into(),
+            tunnel_same_cluster: true,
+            advertise: Vec::new(),
+        });
+        let text = cfg
+            .render(
+                Path::new("/t/a.key"),
+                Path::new("/t/a.sock"),
+                Path::new("/t/wg"),
+            )
+            .unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(v["node"]["zone"].as_str(), Some("us-east-1a"));
+        assert_eq!(v["mesh"]["seeds"][0].as_str(), Some("192.0.2.2:51820"));
+        assert_eq!(v["mesh"]["tunnel_same_cluster"].as_bool(), Some(true));
+        assert!(v["mesh"].get("advertise").is_none(), "{text}");
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use foca::{Foca, NoCustomBroadcast, PostcardCodec, State};
@@ -13,7 +14,7 @@ use overlay::{PrivateKey, PublicKey};
 use rand10::SeedableRng;
 use rand10::rngs::SmallRng;
 
-use crate::member::{Collector, Member, MemberEvent};
+use crate::member::{Collector, KeyMap, Member, MemberEvent};
 use crate::record::{NodeId, NodeRecord, SignedRecord};
 use crate::store::{Accepted, Store, Verifier};
 use crate::trust::NodeSigner;
@@ -66,6 +67,8 @@ pub struct OwnNode {
     pub address: std::net::Ipv4Addr,
     /// Overlay IPv6 address.
     pub address6: Option<std::net::Ipv6Addr>,
+    /// Services with endpoints on this node.
+    pub services: Vec<peerd_types::ServiceExport>,
 }
 
 /// Membership state of a node, as `peerd status` shows it.
@@ -110,10 +113,20 @@ pub struct MeshStats {
     pub tx_datagrams: u64,
     /// Bytes sent.
     pub tx_bytes: u64,
+    /// Bytes sent, by message kind (`hello`, `swim`, `records`, `digest`, `want`).
+    pub tx_bytes_by_kind: BTreeMap<&'static str, u64>,
     /// Records refused, by reason.
     pub rejected: BTreeMap<&'static str, u64>,
     /// Datagrams dropped, by reason.
     pub dropped: BTreeMap<&'static str, u64>,
+}
+
+/// Positions in foca's membership list by [`foca::Identity::addr`], and whether foca may have
+/// changed since they were taken.
+#[derive(Default)]
+struct MemberIndex {
+    at: KeyMap<usize>,
+    stale: bool,
 }
 
 /// Most entries in one digest datagram (16 bytes each).
@@ -137,14 +150,18 @@ pub struct Mesh {
     sealer: Sealer,
     keys: HashMap<PublicKey, NodeId>,
     foca: Swim,
+    /// Where each member sits in foca's membership list (see [`Mesh::swim_member`]).
+    member_index: Mutex<MemberIndex>,
     rt: Collector,
-    outbox: VecDeque<(SocketAddr, Vec<u8>)>,
+    outbox: VecDeque<(SocketAddr, Vec<u8>, &'static str)>,
     seeds: Vec<SocketAddr>,
     next_seed_hello: Instant,
     next_anti_entropy: Instant,
     cached_until: HashMap<NodeId, Instant>,
     dead_since: HashMap<NodeId, Instant>,
-    hello_sent: HashMap<SocketAddr, Instant>,
+    /// When we last greeted each address, and whether that hello asked for a reply.
+    hello_sent: HashMap<(SocketAddr, bool), Instant>,
+    unsolicited: Unsolicited,
     generation: u64,
     stats: MeshStats,
 }
@@ -189,6 +206,7 @@ impl Mesh {
             pod_cidrs: own.pod_cidrs,
             address: own.address,
             address6: own.address6,
+            services: own.services,
             member_gen: generation,
             version: generation,
         };
@@ -213,6 +231,7 @@ impl Mesh {
             sealer: Sealer::new(own.wg_private),
             keys: HashMap::new(),
             foca,
+            member_index: Mutex::default(),
             rt,
             outbox: VecDeque::new(),
             seeds: Vec::new(),
@@ -220,6 +239,7 @@ impl Mesh {
             cached_until: HashMap::new(),
             dead_since: HashMap::new(),
             hello_sent: HashMap::new(),
+            unsolicited: Unsolicited::default(),
             generation: 1,
             stats: MeshStats::default(),
         })
@@ -235,7 +255,7 @@ impl Mesh {
         wall: SystemTime,
     ) {
         for signed in cached {
-            if let Some(id) = self.accept(signed, wall) {
+            if let Verdict::Changed(id) | Verdict::Known(id) = self.accept(signed, wall) {
                 self.cached_until.insert(id, now + self.config.cached_grace);
             }
         }
@@ -259,13 +279,19 @@ impl Mesh {
             Err(WireError::UnknownSender) => {
                 self.drop_reason(WireError::UnknownSender.reason());
                 // It knows us but we do not know it: introduce ourselves and ask for its record.
-                self.hello(from, true, now);
+                // The sender is unauthenticated and a Hello is ~16x its datagram, so these answers
+                // are limited per source address and in total (no amplification for spoofers).
+                if self.unsolicited.allow(from.ip(), now) {
+                    self.hello(from, true, now);
+                }
             }
             Err(e) => self.drop_reason(e.reason()),
             Ok(Message::Hello(hello)) => self.on_hello(from, hello, now, wall),
             Ok(Message::Sealed { from: key, body }) => match body {
                 Sealed::Swim(bytes) => {
-                    if let Err(e) = self.foca.handle_data(&bytes, &mut self.rt) {
+                    let handled = self.foca.handle_data(&bytes, &mut self.rt);
+                    self.swim_changed();
+                    if let Err(e) = handled {
                         tracing::debug!(%from, error = %e, "swim message refused");
                         self.drop_reason("swim");
                     }
@@ -290,10 +316,15 @@ impl Mesh {
             if let Err(e) = self.foca.handle_timer(timer, &mut self.rt) {
                 tracing::debug!(error = %e, "swim timer failed");
             }
+            self.swim_changed();
         }
         if now >= self.next_anti_entropy {
             self.next_anti_entropy = now + self.config.anti_entropy;
             self.anti_entropy(wall);
+            // Forget rate-limit entries that no longer limit anything.
+            self.hello_sent
+                .retain(|_, at| now.duration_since(*at) < HELLO_INTERVAL);
+            self.unsolicited.prune(now);
         }
         if self.foca.num_members() == 0 && now >= self.next_seed_hello {
             self.greet_seeds(now);
@@ -340,10 +371,11 @@ impl Mesh {
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
-        let out = self.outbox.pop_front()?;
+        let (to, datagram, kind) = self.outbox.pop_front()?;
         self.stats.tx_datagrams += 1;
-        self.stats.tx_bytes += out.1.len() as u64;
-        Some(out)
+        self.stats.tx_bytes += datagram.len() as u64;
+        *self.stats.tx_bytes_by_kind.entry(kind).or_default() += datagram.len() as u64;
+        Some((to, datagram))
     }
 
     /// Announces that this node leaves (graceful shutdown).
@@ -352,6 +384,7 @@ impl Mesh {
         if let Err(e) = self.foca.leave_cluster(&mut self.rt) {
             tracing::debug!(error = %e, "leave failed");
         }
+        self.swim_changed();
         self.flush(now, wall);
     }
 
@@ -379,6 +412,14 @@ impl Mesh {
             .collect()
     }
 
+    /// What this node knows of `id`: its record and state, or `None` without a verified record.
+    /// Copies nothing, unlike [`Mesh::nodes`].
+    pub fn node(&self, id: &NodeId, now: Instant) -> Option<(&NodeRecord, NodeState)> {
+        self.store
+            .get(id)
+            .map(|e| (&e.record, self.state_of(id, now)))
+    }
+
     /// This node's own current record.
     pub fn own(&self) -> &NodeRecord {
         &self.own
@@ -400,13 +441,7 @@ impl Mesh {
     }
 
     fn state_of(&self, id: &NodeId, now: Instant) -> NodeState {
-        let key = (id.cluster.clone(), id.name.clone());
-        let member = self
-            .foca
-            .iter_membership_state()
-            .filter(|m| foca::Identity::addr(m.id()) == key)
-            .max_by_key(|m| m.id().generation);
-        match member.map(|m| m.state()) {
+        match self.swim_member(id).map(|m| m.state()) {
             Some(State::Alive) => NodeState::Alive,
             Some(State::Suspect) => NodeState::Suspect,
             Some(State::Down) => NodeState::Dead,
@@ -415,26 +450,63 @@ impl Mesh {
         }
     }
 
-    /// Verifies and stores a record; returns its id when it was new or newer.
-    fn accept(&mut self, signed: SignedRecord, wall: SystemTime) -> Option<NodeId> {
+    /// foca's entry for `id` (foca keeps one per [`foca::Identity::addr`]). Scanning foca's
+    /// list on every lookup made [`Mesh::nodes`] quadratic; an index of positions is checked
+    /// on every use instead (a position that holds `id` is right however old the index is),
+    /// and rebuilt on a wrong position or a miss if foca changed since it was built.
+    fn swim_member(&self, id: &NodeId) -> Option<&foca::Member<Member>> {
+        let key = crate::member::member_key(&id.cluster, &id.name);
+        let members = || self.foca.iter_membership_state();
+        let lookup = |index: &MemberIndex| {
+            let at = *index.at.get(&key)?;
+            members()
+                .nth(at)
+                .filter(|m| m.id().cluster == id.cluster && m.id().name == id.name)
+        };
+        let mut index = self.member_index.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(member) = lookup(&index) {
+            return Some(member);
+        }
+        if !index.stale {
+            return None;
+        }
+        index.at = members()
+            .enumerate()
+            .map(|(at, m)| (foca::Identity::addr(m.id()), at))
+            .collect();
+        index.stale = false;
+        lookup(&index)
+    }
+
+    /// Marks the member index as possibly out of date (after any call into foca that may add,
+    /// remove or move members).
+    fn swim_changed(&mut self) {
+        self.member_index
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .stale = true;
+    }
+
+    /// Verifies and stores a record.
+    fn accept(&mut self, signed: SignedRecord, wall: SystemTime) -> Verdict {
         let (record, node) = match self.verifier.verify(&signed, wall) {
             Ok(v) => v,
             Err(reject) => {
                 tracing::warn!(%reject, "record refused");
                 *self.stats.rejected.entry(reject.reason()).or_default() += 1;
-                return None;
+                return Verdict::Refused;
             }
         };
         let id = record.id();
         if id == self.own.id() {
-            return None;
+            return Verdict::Own;
         }
         let old_key = self
             .store
             .get(&id)
             .map(|e| PublicKey::from_bytes(e.record.wg_public_key));
         match self.store.insert(signed, record.clone(), &node) {
-            Accepted::Stale => None,
+            Accepted::Stale => Verdict::Known(id),
             Accepted::New | Accepted::Updated => {
                 if let Some(old) = old_key.filter(|k| k.as_bytes() != &record.wg_public_key) {
                     self.keys.remove(&old);
@@ -443,18 +515,16 @@ impl Mesh {
                 self.keys
                     .insert(PublicKey::from_bytes(record.wg_public_key), id.clone());
                 self.generation += 1;
-                Some(id)
+                Verdict::Changed(id)
             }
         }
     }
 
     fn on_hello(&mut self, from: SocketAddr, hello: Hello, now: Instant, wall: SystemTime) {
         let member = hello.member;
-        let Some(id) = self.accept(hello.record, wall).or_else(|| {
-            // Already known (not newer): still fine, as long as it verified earlier.
-            let id = member.node_id();
-            self.store.get(&id).map(|_| id)
-        }) else {
+        // Only a record that verified (new, newer, or the one we hold) earns an answer: a
+        // refused one gets nothing, whatever its unsigned `member` field claims.
+        let (Verdict::Changed(id) | Verdict::Known(id)) = self.accept(hello.record, wall) else {
             return;
         };
         if member.node_id() != id || id == self.own.id() {
@@ -465,8 +535,12 @@ impl Mesh {
             self.hello(from, false, now);
         }
         let known_alive = self.foca.iter_members().any(|m| m.id() == &member);
-        if !known_alive && let Err(e) = self.foca.announce(member, &mut self.rt) {
-            tracing::debug!(error = %e, "announce failed");
+        if !known_alive {
+            let announced = self.foca.announce(member, &mut self.rt);
+            self.swim_changed();
+            if let Err(e) = announced {
+                tracing::debug!(error = %e, "announce failed");
+            }
         }
     }
 
@@ -477,35 +551,28 @@ impl Mesh {
         digest: &[(u64, u64)],
         wall: SystemTime,
     ) {
-        let theirs: HashMap<u64, u64> = digest.iter().copied().collect();
-        let mut send = Vec::new();
+        let theirs: BTreeMap<u64, u64> = digest.iter().copied().collect();
         let own_key = self.own.id().digest_key();
-        if theirs.get(&own_key).is_some_and(|v| *v < self.own.version) {
-            send.push(self.own_signed.clone());
-        }
+        let mut send = Vec::new();
+        let mut want = Vec::new();
         // Only offer what they listed as older: a chunked digest does not list everything.
-        for (id, entry) in self.store.iter() {
-            if let Some(v) = theirs.get(&id.digest_key())
-                && *v < entry.record.version
-            {
-                send.push(entry.signed.clone());
+        for (&k, &v) in &theirs {
+            if k == own_key {
+                if v < self.own.version {
+                    send.push(self.own_signed.clone());
+                }
+                continue;
+            }
+            match self.store.by_digest_key(k) {
+                Some(entry) if v < entry.record.version => send.push(entry.signed.clone()),
+                Some(entry) if v == entry.record.version => {}
+                _ => want.push(k),
             }
         }
-        let want: Vec<u64> = digest
-            .iter()
-            .filter(|(k, v)| {
-                *k != own_key
-                    && self
-                        .store
-                        .by_digest_key(*k)
-                        .is_none_or(|e| e.record.version < *v)
-            })
-            .map(|(k, _)| *k)
-            .collect();
         self.send_records(from, key, send, wall);
         if !want.is_empty() {
             let datagram = self.sealer.seal(&key, &Sealed::Want(want), wall);
-            self.outbox.push_back((from, datagram));
+            self.outbox.push_back((from, datagram, "want"));
         }
     }
 
@@ -536,7 +603,7 @@ impl Mesh {
                 let datagram =
                     self.sealer
                         .seal(&key, &Sealed::Records(std::mem::take(&mut batch)), wall);
-                self.outbox.push_back((to, datagram));
+                self.outbox.push_back((to, datagram, "records"));
                 size = 0;
             }
             size += r.size();
@@ -544,16 +611,24 @@ impl Mesh {
         }
         if !batch.is_empty() {
             let datagram = self.sealer.seal(&key, &Sealed::Records(batch), wall);
-            self.outbox.push_back((to, datagram));
+            self.outbox.push_back((to, datagram, "records"));
         }
     }
 
     fn anti_entropy(&mut self, wall: SystemTime) {
-        let members: Vec<Member> = self.foca.iter_members().map(|m| m.id().clone()).collect();
-        if members.is_empty() {
+        // One member at random, without copying the list: this runs on every node every round.
+        let count = self.foca.num_members();
+        if count == 0 {
             return;
         }
-        let pick = &members[rand::random::<usize>() % members.len()];
+        let Some(pick) = self
+            .foca
+            .iter_members()
+            .nth(rand::random::<usize>() % count)
+            .map(|m| m.id().clone())
+        else {
+            return;
+        };
         let Some(key) = self
             .store
             .get(&pick.node_id())
@@ -567,7 +642,7 @@ impl Mesh {
             let datagram = self
                 .sealer
                 .seal(&key, &Sealed::Digest(chunk.to_vec()), wall);
-            self.outbox.push_back((pick.addr, datagram));
+            self.outbox.push_back((pick.addr, datagram, "digest"));
         }
     }
 
@@ -582,7 +657,7 @@ impl Mesh {
                 let datagram =
                     self.sealer
                         .seal(&key, &Sealed::Records(vec![self.own_signed.clone()]), wall);
-                self.outbox.push_back((m.addr, datagram));
+                self.outbox.push_back((m.addr, datagram, "records"));
             }
         }
         self.flush(now, wall);
@@ -609,18 +684,22 @@ impl Mesh {
     }
 
     fn hello(&mut self, to: SocketAddr, reply: bool, now: Instant) {
-        if let Some(last) = self.hello_sent.get(&to)
+        // Greetings and replies are limited apart: a greeting sent before the peer was up (and
+        // lost) must not silence the reply to its own greeting, or two seeds that start a few
+        // milliseconds apart wait for the next seed retry or anti-entropy round to meet.
+        if let Some(last) = self.hello_sent.get(&(to, reply))
             && now.duration_since(*last) < HELLO_INTERVAL
         {
             return;
         }
-        self.hello_sent.insert(to, now);
+        self.hello_sent.insert((to, reply), now);
         let hello = Hello {
             member: self.me.clone(),
             record: self.own_signed.clone(),
             reply,
         };
-        self.outbox.push_back((to, wire::encode_hello(&hello)));
+        self.outbox
+            .push_back((to, wire::encode_hello(&hello), "hello"));
     }
 
     /// Turns what foca asked for into sealed datagrams, and membership events into state.
@@ -633,7 +712,7 @@ impl Mesh {
             {
                 Some(key) => {
                     let datagram = self.sealer.seal(&key, &Sealed::Swim(bytes), wall);
-                    self.outbox.push_back((member.addr, datagram));
+                    self.outbox.push_back((member.addr, datagram, "swim"));
                 }
                 None => self.hello(member.addr, true, now),
             }
@@ -707,4 +786,55 @@ fn foca_config(c: &MeshConfig) -> foca::Config {
 fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// What [`Mesh::accept`] made of a record.
+enum Verdict {
+    /// Refused (and counted).
+    Refused,
+    /// About this node itself: ignored.
+    Own,
+    /// Verified, but not newer than what we hold.
+    Known(NodeId),
+    /// Verified and new or newer: stored.
+    Changed(NodeId),
+}
+
+/// Limits answers to unauthenticated senders: one per source address per second, and at most
+/// [`Unsolicited::BURST`] (refilled at [`Unsolicited::RATE`] per second) in total.
+#[derive(Default)]
+struct Unsolicited {
+    by_ip: HashMap<std::net::IpAddr, Instant>,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl Unsolicited {
+    const RATE: f64 = 5.0;
+    const BURST: f64 = 10.0;
+    const PER_IP: Duration = Duration::from_secs(1);
+
+    fn allow(&mut self, ip: std::net::IpAddr, now: Instant) -> bool {
+        let elapsed = self.last.map_or(Self::BURST, |t| {
+            now.duration_since(t).as_secs_f64() * Self::RATE
+        });
+        self.tokens = (self.tokens + elapsed).min(Self::BURST);
+        self.last = Some(now);
+        if self.tokens < 1.0
+            || self
+                .by_ip
+                .get(&ip)
+                .is_some_and(|t| now.duration_since(*t) < Self::PER_IP)
+        {
+            return false;
+        }
+        self.tokens -= 1.0;
+        self.by_ip.insert(ip, now);
+        true
+    }
+
+    fn prune(&mut self, now: Instant) {
+        self.by_ip
+            .retain(|_, t| now.duration_since(*t) < Self::PER_IP);
+    }
 }

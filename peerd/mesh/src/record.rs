@@ -70,6 +70,9 @@ pub struct NodeRecord {
     pub address: Ipv4Addr,
     /// Overlay IPv6 address, if any (inside the certificate's pod CIDRs).
     pub address6: Option<Ipv6Addr>,
+    /// Services with endpoints on this node (each endpoint inside the certificate's pod CIDRs
+    /// or at one of the node's own underlay addresses).
+    pub services: Vec<peerd_types::ServiceExport>,
     /// The generation of the node's current membership identity (changes on restart).
     pub member_gen: u64,
     /// Monotonic version: a receiver keeps the highest it has seen.

@@ -39,8 +39,11 @@ pub struct Sim {
     config: MeshConfig,
     anchor: TrustAnchor,
     cache: VerifyCache,
-    queue: BinaryHeap<Reverse<(Instant, u64, usize, SocketAddr)>>,
-    payloads: HashMap<u64, (SocketAddr, Vec<u8>)>,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    /// Node deadlines; an entry is live only while it equals `deadlines[i]` (stale entries are
+    /// skipped when they surface), so rescheduling never searches the heap.
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    deadlines: Vec<Option<Instant>>,
     by_addr: HashMap<SocketAddr, usize>,
     cut: BTreeSet<(String, String)>,
     seq: u64,
@@ -50,6 +53,10 @@ pub struct Sim {
     pub now: Instant,
     _dir: tempfile_dir::TempDir,
 }
+
+/// A datagram in flight: arrival, sequence number (ties in arrival order), sender index,
+/// destination, bytes.
+type InFlight = (Instant, u64, usize, SocketAddr, Vec<u8>);
 
 /// Minimal self-cleaning temporary folder (the crate has no runtime tempfile dependency).
 mod tempfile_dir {
@@ -114,6 +121,7 @@ impl Sim {
                     pod_cidrs: vec![pod],
                     address: Ipv4Addr::new(10, (c + 1) as u8, i as u8, 1),
                     address6: None,
+                    services: Vec::new(),
                 };
                 by_addr.insert(addr, n);
                 nodes.push(SimNode {
@@ -127,6 +135,7 @@ impl Sim {
         }
         let now = Instant::now();
         Self {
+            deadlines: vec![None; nodes.len()],
             nodes,
             latency: Duration::from_millis(5),
             delivered: (0, 0),
@@ -134,7 +143,7 @@ impl Sim {
             anchor,
             cache: VerifyCache::default(),
             queue: BinaryHeap::new(),
-            payloads: HashMap::new(),
+            timers: BinaryHeap::new(),
             by_addr,
             cut: BTreeSet::new(),
             seq: 0,
@@ -183,6 +192,7 @@ impl Sim {
     /// Crashes node `i`: it stops without saying goodbye.
     pub fn kill(&mut self, i: usize) {
         self.nodes[i].mesh = None;
+        self.deadlines[i] = None;
     }
 
     /// Stops node `i` gracefully (it announces its leave).
@@ -193,6 +203,7 @@ impl Sim {
         }
         self.collect(i);
         self.nodes[i].mesh = None;
+        self.deadlines[i] = None;
     }
 
     /// Drops every datagram between clusters `a` and `b` (both ways) until [`Sim::heal`].
@@ -218,23 +229,27 @@ impl Sim {
     /// Runs the network for `d` of virtual time.
     pub fn run_for(&mut self, d: Duration) {
         let end = self.now + d;
+        // Meshes may have been changed from outside since the last run (`update_own` through
+        // `nodes[i].mesh`): send what they queued and read every deadline again.
+        self.timers.clear();
+        self.deadlines.fill(None);
+        for i in 0..self.nodes.len() {
+            self.collect(i);
+        }
         loop {
-            let next_timer = self
-                .nodes
-                .iter()
-                .filter_map(|n| n.mesh.as_ref().map(Mesh::poll_timeout))
-                .min();
+            let next_timer = self.next_timer();
             let next_packet = self.queue.peek().map(|Reverse((at, ..))| *at);
-            let next = match (next_timer, next_packet) {
-                (Some(a), Some(b)) => a.min(b),
-                (a, b) => a.or(b).unwrap_or(end),
-            };
-            if next > end {
-                self.now = end;
-                return;
+            match next_timer.into_iter().chain(next_packet).min() {
+                Some(next) if next <= end => {
+                    self.now = self.now.max(next);
+                    self.step();
+                }
+                // Nothing due before `end` (or nothing at all: every node down, no datagram).
+                _ => {
+                    self.now = end;
+                    return;
+                }
             }
-            self.now = self.now.max(next);
-            self.step();
         }
     }
 
@@ -265,11 +280,21 @@ impl Sim {
 
     /// The state node `i` gives node `j` (`None` if unknown).
     pub fn state(&self, i: usize, j: usize) -> Option<NodeState> {
-        let id = &self.nodes[j].id;
-        self.view(i)
-            .into_iter()
-            .find(|n| &n.record.id() == id)
-            .map(|n| n.state)
+        let mesh = self.nodes[i].mesh.as_ref()?;
+        mesh.node(&self.nodes[j].id, self.now)
+            .map(|(_, state)| state)
+    }
+
+    /// Whether node `i` holds node `j`'s current record and sees it alive (`false` unless both
+    /// run).
+    pub fn sees(&self, i: usize, j: usize) -> bool {
+        let (Some(mesh), Some(other)) = (&self.nodes[i].mesh, &self.nodes[j].mesh) else {
+            return false;
+        };
+        mesh.node(&self.nodes[j].id, self.now)
+            .is_some_and(|(record, state)| {
+                state == NodeState::Alive && record.version == other.own().version
+            })
     }
 
     /// Whether every running node sees every other running node alive, with its current record.
@@ -278,37 +303,46 @@ impl Sim {
             .filter(|i| self.nodes[*i].mesh.is_some())
             .collect();
         running.iter().all(|&i| {
-            let view = self.view(i);
-            running.iter().filter(|&&j| j != i).all(|&j| {
-                let own = self.nodes[j].mesh.as_ref().map(|m| m.own().version);
-                view.iter().any(|n| {
-                    n.record.id() == self.nodes[j].id
-                        && n.state == NodeState::Alive
-                        && Some(n.record.version) == own
-                })
-            })
+            running
+                .iter()
+                .filter(|&&j| j != i)
+                .all(|&j| self.sees(i, j))
         })
     }
 
+    /// The earliest live node deadline, dropping stale heap entries on the way.
+    fn next_timer(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, i))) = self.timers.peek() {
+            if self.deadlines[i] == Some(at) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Delivers every datagram due now, then runs every node timer due now.
     fn step(&mut self) {
         let (now, wall) = (self.now, self.wall());
-        while let Some(Reverse((at, seq, from, _))) = self.queue.peek().copied() {
-            if at > now {
+        while self
+            .queue
+            .peek()
+            .is_some_and(|Reverse((at, ..))| *at <= now)
+        {
+            let Some(Reverse((_, _, from, to, datagram))) = self.queue.pop() else {
                 break;
-            }
-            self.queue.pop();
-            let Some((to, datagram)) = self.payloads.remove(&seq) else {
-                continue;
             };
             let Some(&dst) = self.by_addr.get(&to) else {
                 continue;
             };
-            let blocked = self.cut.contains(&(
-                self.nodes[from].id.cluster.clone(),
-                self.nodes[dst].id.cluster.clone(),
-            ));
-            if blocked {
-                continue;
+            if !self.cut.is_empty() {
+                let link = (
+                    self.nodes[from].id.cluster.clone(),
+                    self.nodes[dst].id.cluster.clone(),
+                );
+                if self.cut.contains(&link) {
+                    continue;
+                }
             }
             let from_addr = self.nodes[from].addr;
             if let Some(mesh) = self.nodes[dst].mesh.as_mut() {
@@ -318,31 +352,37 @@ impl Sim {
                 self.collect(dst);
             }
         }
-        for i in 0..self.nodes.len() {
-            let due = self.nodes[i]
-                .mesh
-                .as_ref()
-                .is_some_and(|m| m.poll_timeout() <= now);
-            if due {
-                self.nodes[i]
-                    .mesh
-                    .as_mut()
-                    .expect("checked")
-                    .handle_timeout(now, wall);
-                self.collect(i);
+        while let Some(&Reverse((at, i))) = self.timers.peek() {
+            if at > now {
+                break;
             }
+            self.timers.pop();
+            if self.deadlines[i] != Some(at) {
+                continue;
+            }
+            self.deadlines[i] = None;
+            if let Some(mesh) = self.nodes[i].mesh.as_mut() {
+                mesh.handle_timeout(now, wall);
+            }
+            self.collect(i);
         }
     }
 
+    /// Queues what node `i` sent and (re)schedules its next deadline.
     fn collect(&mut self, i: usize) {
         let at = self.now + self.latency;
         let Some(mesh) = self.nodes[i].mesh.as_mut() else {
+            self.deadlines[i] = None;
             return;
         };
         while let Some((to, datagram)) = mesh.poll_transmit() {
             self.seq += 1;
-            self.queue.push(Reverse((at, self.seq, i, to)));
-            self.payloads.insert(self.seq, (to, datagram));
+            self.queue.push(Reverse((at, self.seq, i, to, datagram)));
+        }
+        let deadline = mesh.poll_timeout();
+        if self.deadlines[i] != Some(deadline) {
+            self.deadlines[i] = Some(deadline);
+            self.timers.push(Reverse((deadline, i)));
         }
     }
 }

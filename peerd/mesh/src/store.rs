@@ -46,6 +46,14 @@ pub enum Reject {
     /// An overlay address outside the certificate's pod CIDRs.
     #[error("overlay address {0} is outside the certificate's pod CIDRs")]
     AddressOutsideCertificate(IpAddr),
+    /// A service endpoint that is not on the announcing node.
+    #[error("service {service} endpoint {address} is outside the node's pod CIDRs and addresses")]
+    EndpointOutsideNode {
+        /// `name.namespace`.
+        service: String,
+        /// The endpoint address.
+        address: IpAddr,
+    },
 }
 
 impl Reject {
@@ -58,6 +66,7 @@ impl Reject {
             Self::Mismatch { .. } => "identity_mismatch",
             Self::CidrOutsideCertificate(_) => "cidr_outside_certificate",
             Self::AddressOutsideCertificate(_) => "address_outside_certificate",
+            Self::EndpointOutsideNode { .. } => "endpoint_outside_node",
         }
     }
 }
@@ -170,6 +179,20 @@ fn check_bindings(record: &NodeRecord, node: &VerifiedNode) -> Result<(), Reject
             return Err(Reject::AddressOutsideCertificate(addr));
         }
     }
+    // Service endpoints must run on the node: in its certified pod CIDRs, or at one of its own
+    // underlay addresses (host-network endpoints).
+    for service in &record.services {
+        for endpoint in &service.endpoints {
+            let on_node = id.pod_cidrs.iter().any(|n| n.contains(&endpoint.address))
+                || record.endpoints.iter().any(|e| e.ip() == endpoint.address);
+            if !on_node {
+                return Err(Reject::EndpointOutsideNode {
+                    service: service.key.to_string(),
+                    address: endpoint.address,
+                });
+            }
+        }
+    }
     Ok(())
 }
 
@@ -216,6 +239,7 @@ impl Store {
             Some(old) if record.version > old.record.version => Accepted::Updated,
             Some(_) => return Accepted::Stale,
         };
+        self.by_key.insert(id.digest_key(), id.clone());
         self.entries.insert(
             id,
             Entry {
@@ -263,9 +287,6 @@ impl Store {
 
     /// The entry whose id hashes to `key`.
     pub fn by_digest_key(&self, key: u64) -> Option<&Entry> {
-        self.entries
-            .iter()
-            .find(|(id, _)| id.digest_key() == key)
-            .map(|(_, e)| e)
+        self.by_key.get(&key).and_then(|id| self.entries.get(id))
     }
 }

@@ -159,6 +159,7 @@ fn record_for(signer: &NodeSigner, cidr: &str, address: &str) -> NodeRecord {
         pod_cidrs: vec![cidr.parse().unwrap()],
         address: address.parse().unwrap(),
         address6: None,
+        services: Vec::new(),
         member_gen: 1,
         version: 1,
     }

@@ -171,3 +171,55 @@ fn mesh_section_parses_with_defaults_and_checks_seeds() {
     let e = parse(&outside).unwrap_err();
     assert_eq!(e.field.as_deref(), Some("node.address"), "{e}");
 }
+
+#[test]
+fn services_and_dns_parse_into_exports() {
+    let text = format!(
+        "{}pod_cidrs = [\"10.0.0.0/24\"]\n\n[dns]\nlisten = \"127.0.0.1:5353\"\n\n[[service]]\nname = \"web\"\nnamespace = \"shop\"\n\
+         ports = [{{ name = \"http\", port = 80, protocol = \"http\" }}, {{ name = \"grpc\", port = 90, protocol = \"grpc\" }}]\n\
+         endpoints = [{{ address = \"10.0.0.10\", port = 8080 }}, {{ address = \"10.0.0.11\", ports = {{ http = 8081, grpc = 9091 }}, ready = false }}]\n",
+        minimal()
+    );
+    let c = parse(&text).unwrap();
+    let dns = c.dns.as_ref().unwrap();
+    assert_eq!(dns.service_cidr.to_string(), "10.253.0.0/16");
+    assert_eq!(dns.ttl, 5);
+    let exports = c.exports();
+    assert_eq!(exports.len(), 1);
+    let e = &exports[0];
+    assert_eq!(e.key.to_string(), "web.shop");
+    assert_eq!(e.endpoints[0].port("grpc"), Some(8080));
+    assert_eq!(e.endpoints[1].port("grpc"), Some(9091));
+    assert!(!e.endpoints[1].ready);
+}
+
+#[test]
+fn service_errors_name_field_and_line() {
+    let base = format!(
+        "{}pod_cidrs = [\"10.0.0.0/24\"]\n\n[[service]]\nname = \"web\"\nnamespace = \"shop\"\n",
+        minimal()
+    );
+    let cases = [
+        (
+            format!("{base}ports = [{{ name = \"http\", port = 80, protocol = \"udp\" }}]\n"),
+            "service.ports",
+        ),
+        (
+            format!(
+                "{base}ports = [{{ name = \"http\", port = 80, protocol = \"http\" }}]\nendpoints = [{{ address = \"10.9.9.9\", port = 1 }}]\n"
+            ),
+            "service[0].endpoints",
+        ),
+        (format!("{base}ports = []\n"), "service[0].ports"),
+        (
+            base.replace("\"web\"", "\"Web_1\"")
+                + "ports = [{ name = \"http\", port = 80, protocol = \"http\" }]\n",
+            "service[0].name",
+        ),
+    ];
+    for (text, field) in cases {
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some(field), "{e}");
+        assert!(e.line.is_some(), "{e}");
+    }
+}
