@@ -1,0 +1,1 @@
+//! Locality-aware load balancing (in progress).
