@@ -5,7 +5,8 @@
 //! real wireguard-go nodes ([`WgGo`]) inside them, and moves traffic from threads that entered a
 //! namespace ([`in_netns`], [`TcpSink`], [`tcp_send`], [`udp_flood`], [`ping`]). A [`MeshLab`]
 //! builds a whole multi-cluster mesh (router, cluster bridges, nodes with pods behind them, a
-//! mesh CA) for the control-plane tests and the convergence benchmark.
+//! mesh CA) for the control-plane tests and the convergence benchmark. DNS is asked with the real
+//! `dig` ([`dig()`]) and forwarded to a real [`Unbound`] whose query log the tests read.
 //!
 //! What this crate must not do: touch the host namespace's network. Every address, route and
 //! client lives in a namespace the test created, every name carries the test process's pid, and
@@ -16,6 +17,7 @@
 //! Tests start with [`require!`]: a missing capability fails the test under `CI=true` and skips it
 //! loudly otherwise.
 
+mod dig;
 mod keys;
 mod lab;
 mod link;
@@ -28,9 +30,11 @@ mod proc;
 mod stale;
 mod traffic;
 mod udp;
+mod unbound;
 mod wait;
 mod wggo;
 
+pub use dig::{Answer, Record, Transport, dig};
 pub use keys::{Keypair, peerd_pubkey, wg_pubkey};
 pub use lab::{A_UNDERLAY, A_UNDERLAY6, B_UNDERLAY, B_UNDERLAY6, Lab, Pair};
 pub use link::{End, addr_add, addr_del, connect};
@@ -39,12 +43,15 @@ pub use mesh::{
     mesh_count, peer_field, peer_state, reach_times,
 };
 pub use netns::Netns;
-pub use peerd::{MeshSpec, Peerd, PeerdConfig, peerd_bin};
+pub use peerd::{
+    DnsSpec, EndpointSpec, MeshSpec, Peerd, PeerdConfig, PortSpec, ServiceSpec, peerd_bin,
+};
 pub use ping::{ping, ping_from, wait_ping};
 pub use preflight::{Need, check, under_ci};
 pub use proc::{run, run_with_stdin};
 pub use traffic::{Checksum, DataStream, TcpSink, Transfer, in_netns, tcp_send, tcp_send_paced};
 pub use udp::{UdpSink, udp_flood, udp_send};
+pub use unbound::{LoggedQuery, Unbound};
 pub use wait::{GiveUp, wait_until};
 pub use wggo::{WgGo, WgGoConfig};
 

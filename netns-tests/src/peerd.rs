@@ -1,6 +1,7 @@
 //! The real `peerd` binary, run in a namespace with a generated config, and its status.
 
 mod config;
+mod service;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -13,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 pub use config::{MeshSpec, PeerdConfig};
+pub use service::{DnsSpec, EndpointSpec, PortSpec, ServiceSpec};
 
 use crate::netns::Netns;
 use crate::proc::{run, tail};
@@ -55,6 +57,8 @@ pub struct Peerd {
     bin: PathBuf,
     cfg: PeerdConfig,
     config: PathBuf,
+    key: PathBuf,
+    uapi_dir: PathBuf,
     socket: PathBuf,
     stdout: PathBuf,
     stderr: PathBuf,
@@ -82,6 +86,8 @@ impl Peerd {
             bin,
             cfg: cfg.clone(),
             config,
+            key,
+            uapi_dir,
             socket,
             stdout: file("stdout.log"),
             stderr: file("stderr.log"),
@@ -133,6 +139,33 @@ impl Peerd {
         let sock = self.socket.to_string_lossy();
         let out = run(Command::new(&self.bin).args(["status", "--socket", &sock, "--json"]))?;
         serde_json::from_str(&out).with_context(|| format!("peerd status printed no JSON: {out:?}"))
+    }
+
+    /// `peerd services --socket SOCK --json` (the mesh's service catalog as this node sees it),
+    /// parsed.
+    pub fn services(&self) -> Result<Value> {
+        let sock = self.socket.to_string_lossy();
+        let out = run(Command::new(&self.bin).args(["services", "--socket", &sock, "--json"]))?;
+        serde_json::from_str(&out)
+            .with_context(|| format!("peerd services printed no JSON: {out:?}"))
+    }
+
+    /// Rewrites the config file from `cfg` (same key, socket and UAPI paths) and sends SIGHUP,
+    /// which makes peerd re-read it. Returns once the signal is sent: the caller waits for the
+    /// effect it expects (a service answered or gone), since peerd acknowledges nothing.
+    pub fn reload(&mut self, cfg: &PeerdConfig) -> Result<()> {
+        let Some(child) = &self.child else {
+            bail!("peerd {} is not running: cannot reload it", self.cfg.name);
+        };
+        let text = cfg.render(&self.key, &self.socket, &self.uapi_dir)?;
+        // Write then rename: peerd never reads a half-written file.
+        let tmp = self.config.with_extension("toml.new");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, &self.config)
+            .with_context(|| format!("cannot replace {}", self.config.display()))?;
+        self.cfg = cfg.clone();
+        crate::proc::kill(child.id() as i32, libc::SIGHUP);
+        Ok(())
     }
 
     /// The status object of peer `name`.

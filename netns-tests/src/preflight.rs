@@ -21,6 +21,10 @@ pub enum Need {
     Wg,
     /// The `peerd` binary (see [`crate::peerd_bin`]).
     Peerd,
+    /// `dig` (bind9-dnsutils).
+    Dig,
+    /// The `unbound` resolver.
+    Unbound,
 }
 
 /// Checks every need; the error names all that are missing.
@@ -62,6 +66,8 @@ fn check_one(need: Need) -> Result<(), String> {
         Need::Ping => program("ping"),
         Need::WireguardGo => program("wireguard-go"),
         Need::Wg => program("wg"),
+        Need::Dig => program("dig"),
+        Need::Unbound => program("unbound"),
         Need::Peerd => crate::peerd_bin().map(|_| ()).map_err(|e| format!("{e:#}")),
     }
 }

@@ -10,12 +10,14 @@ use ipnet::IpNet;
 use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressScope,
 };
-use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 /// The routing protocol number peerd stamps on its routes, so it only ever removes its own
 /// (`ip route` shows it as `proto 112`).
 pub const PEERD_PROTO: u8 = 112;
+/// The kernel's `local` routing table.
+const LOCAL_TABLE: u32 = 255;
 
 /// A connection to the kernel's routing netlink socket.
 #[derive(Clone)]
@@ -77,6 +79,37 @@ impl Netlink {
             }
         }
         Ok(found)
+    }
+
+    /// Makes every address of `net` local to this host (`ip route add local NET dev lo table
+    /// local`), so the proxy can listen on any virtual IP of the service CIDR without putting
+    /// addresses on an interface. Idempotent.
+    pub async fn add_local_route(&self, net: ipnet::Ipv4Net) -> Result<()> {
+        let lo = self.link_index("lo").await?;
+        let message = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(net.network(), net.prefix_len())
+            .output_interface(lo)
+            .table_id(LOCAL_TABLE)
+            .kind(RouteType::Local)
+            .scope(RouteScope::Host)
+            .protocol(RouteProtocol::Other(PEERD_PROTO))
+            .build();
+        self.handle
+            .route()
+            .add(message)
+            .replace()
+            .execute()
+            .await
+            .with_context(|| format!("cannot make the service CIDR {net} local"))
+    }
+
+    /// The index of the link called `name`.
+    pub async fn link_index(&self, name: &str) -> Result<u32> {
+        let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
+        match links.try_next().await.with_context(|| format!("cannot find link {name}"))? {
+            Some(link) => Ok(link.header.index),
+            None => anyhow::bail!("no link named {name}"),
+        }
     }
 
     /// Brings the link up.

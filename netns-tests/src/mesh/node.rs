@@ -54,6 +54,27 @@ impl MeshNode {
         &self.cfg
     }
 
+    /// The config, to change before the daemon starts (a node added with
+    /// [`super::NodeOptions::deferred`]) or before a [`MeshNode::reload`].
+    pub fn config_mut(&mut self) -> &mut PeerdConfig {
+        &mut self.cfg
+    }
+
+    /// Rewrites the running daemon's config file from [`MeshNode::config`] and sends it SIGHUP
+    /// (see [`Peerd::reload`]).
+    pub fn reload(&mut self) -> Result<()> {
+        let name = self.name.clone();
+        self.peerd
+            .as_mut()
+            .with_context(|| format!("{name} was never started"))?
+            .reload(&self.cfg)
+    }
+
+    /// `peerd services --json` of this node.
+    pub fn services(&self) -> Result<Value> {
+        self.peerd()?.services()
+    }
+
     /// The daemon, once started.
     pub fn peerd(&self) -> Result<&Peerd> {
         self.peerd

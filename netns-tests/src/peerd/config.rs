@@ -1,5 +1,5 @@
-//! The TOML file a [`crate::Peerd`] is started with (the `[node]`, `[admin]` and `[[peer]]`
-//! tables of DESIGN.md's config contract).
+//! The TOML file a [`crate::Peerd`] is started with (the `[node]`, `[admin]`, `[mesh]`, `[dns]`,
+//! `[[service]]` and `[[peer]]` tables of DESIGN.md's config contract).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::service::{DnsSpec, ServiceSpec};
 use crate::PeerSpec;
 
 /// What a peerd node is started with. [`PeerdConfig::new`] fills in the rest.
@@ -39,6 +40,10 @@ pub struct PeerdConfig {
     pub peers: Vec<PeerSpec>,
     /// The `[mesh]` table (dynamic peers through the control plane), if any.
     pub mesh: Option<MeshSpec>,
+    /// The `[dns]` table (the `.global` DNS server), if any.
+    pub dns: Option<DnsSpec>,
+    /// The `[[service]]` tables: services this node exports.
+    pub services: Vec<ServiceSpec>,
 }
 
 /// The `[mesh]` table: certificate files, seeds and the state directory.
@@ -77,6 +82,8 @@ impl PeerdConfig {
             default_uapi_dir: false,
             peers: Vec::new(),
             mesh: None,
+            dns: None,
+            services: Vec::new(),
         }
     }
 
@@ -109,6 +116,8 @@ impl PeerdConfig {
                 tunnel_same_cluster: m.tunnel_same_cluster,
                 advertise: m.advertise.iter().map(ToString::to_string).collect(),
             }),
+            dns: self.dns.as_ref(),
+            service: &self.services,
             peer: self
                 .peers
                 .iter()
@@ -131,6 +140,10 @@ struct File<'a> {
     admin: Admin,
     #[serde(skip_serializing_if = "Option::is_none")]
     mesh: Option<Mesh>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns: Option<&'a DnsSpec>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    service: &'a [ServiceSpec],
     #[serde(skip_serializing_if = "Vec::is_empty")]
     peer: Vec<Peer<'a>>,
 }
@@ -210,6 +223,10 @@ mod tests {
         assert_eq!(peer["allowed_ips"][1].as_str(), Some("fd00::2/128"));
         assert!(peer.get("persistent_keepalive").is_none(), "{text}");
         assert!(v.get("mesh").is_none(), "{text}");
+        assert!(
+            v.get("dns").is_none() && v.get("service").is_none(),
+            "{text}"
+        );
         assert!(v["node"].get("region").is_none(), "{text}");
     }
 
@@ -239,5 +256,37 @@ mod tests {
         assert_eq!(v["mesh"]["seeds"][0].as_str(), Some("192.0.2.2:51820"));
         assert_eq!(v["mesh"]["tunnel_same_cluster"].as_bool(), Some(true));
         assert!(v["mesh"].get("advertise").is_none(), "{text}");
+    }
+
+    #[test]
+    fn renders_dns_and_services() {
+        let mut cfg = PeerdConfig::new("east-0", "pd0", "KEY", Ipv4Addr::new(10, 1, 0, 1));
+        let mut dns = DnsSpec::new("10.1.0.1:53".parse().unwrap());
+        dns.upstream = vec!["198.51.100.201:53".parse().unwrap()];
+        cfg.dns = Some(dns);
+        let mut web = ServiceSpec::http("web", "shop", 80, "10.1.0.10:8080".parse().unwrap());
+        web.endpoints[0].ready = Some(false);
+        cfg.services.push(web);
+        let text = cfg
+            .render(
+                Path::new("/t/a.key"),
+                Path::new("/t/a.sock"),
+                Path::new("/t/wg"),
+            )
+            .unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(v["dns"]["listen"].as_str(), Some("10.1.0.1:53"), "{text}");
+        assert_eq!(v["dns"]["upstream"][0].as_str(), Some("198.51.100.201:53"));
+        assert!(v["dns"].get("ttl").is_none(), "{text}");
+        let service = &v["service"][0];
+        assert_eq!(service["name"].as_str(), Some("web"));
+        assert_eq!(service["ports"][0]["protocol"].as_str(), Some("http"));
+        assert_eq!(service["ports"][0]["port"].as_integer(), Some(80));
+        assert_eq!(
+            service["endpoints"][0]["address"].as_str(),
+            Some("10.1.0.10")
+        );
+        assert_eq!(service["endpoints"][0]["port"].as_integer(), Some(8080));
+        assert_eq!(service["endpoints"][0]["ready"].as_bool(), Some(false));
     }
 }
