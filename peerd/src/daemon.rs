@@ -85,6 +85,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
         netlink.add_address(tun_index, v6.into(), 128).await?;
     }
     netlink.set_up(tun_index).await?;
+    // Virtual IPs of global names are local addresses of every node, so the proxy can listen on
+    // them and pods behind the node reach them through their default route.
+    let service_cidr = config.dns.as_ref().map_or_else(crate::config::default_service_cidr, |d| d.service_cidr);
+    netlink.add_local_route(service_cidr).await?;
 
     let (mesh, control) = match &config.mesh {
         Some(section) => {

@@ -313,6 +313,9 @@ fn join(sim: &mut Sim, starts: &[(Duration, usize)], seeds: &[usize]) -> Join {
         }
         sim.run_for(TICK);
     }
+    for p in pending.iter().take(5) {
+        explain(sim, p.node, &running[..p.peers]);
+    }
     let unconverged = pending.len() + starts.len() - running.len();
     let rest = LIMIT.saturating_sub(sim.now - t0);
     let all = (unconverged == 0)
@@ -324,6 +327,34 @@ fn join(sim: &mut Sim, starts: &[(Duration, usize)], seeds: &[usize]) -> Join {
         unconverged,
         all,
         last_start,
+    }
+}
+
+/// Prints why node `j` has not converged with `peers` (at most a few pairs).
+fn explain(sim: &Sim, j: usize, peers: &[usize]) {
+    let view = |i: usize, of: usize| {
+        let mesh = sim.nodes[i].mesh.as_ref()?;
+        let current = sim.nodes[of].mesh.as_ref()?.own().version;
+        mesh.node(&sim.nodes[of].id, sim.now)
+            .map(|(r, state)| (state, r.version == current))
+    };
+    let failing: Vec<usize> = peers
+        .iter()
+        .copied()
+        .filter(|&i| i != j && !(sim.sees(i, j) && sim.sees(j, i)))
+        .collect();
+    for &i in failing.iter().take(3) {
+        println!(
+            "    not converged: {} -> {}: {:?}, {} -> {}: {:?} ((state, current version); {} pairs \
+             fail)",
+            sim.nodes[i].id,
+            sim.nodes[j].id,
+            view(i, j),
+            sim.nodes[j].id,
+            sim.nodes[i].id,
+            view(j, i),
+            failing.len()
+        );
     }
 }
 
