@@ -21,6 +21,15 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 
+# Manifest validation (deploy/): kubectl for `kubectl kustomize`, and kubernetes-validate (PyPI,
+# offline schemas).
+if ! command -v kubectl >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y --no-install-recommends kubectl >/dev/null 2>&1 || true
+fi
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    python3 -m pip install --quiet kubernetes-validate >/dev/null 2>&1 || true
+fi
+
 jobs=${CARGO_BUILD_JOBS:-2}
 set -x
 cargo fmt --all -- --check
