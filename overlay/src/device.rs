@@ -129,7 +129,7 @@ impl Drop for Device {
 }
 
 /// Locks the node; a panic elsewhere must not take the data path down with it.
-fn lock(node: &Mutex<Node>) -> MutexGuard<'_, Node> {
+pub(crate) fn lock(node: &Mutex<Node>) -> MutexGuard<'_, Node> {
     node.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -179,7 +179,12 @@ fn run_outbound(node: &Mutex<Node>, tun: &Tun, udp: &UdpIo, stop: &AtomicBool) {
 
 /// Sends datagrams laid out back to back in `wire`, one GSO call per run of equal-sized
 /// datagrams to one endpoint (a run's last datagram may be shorter).
-fn send_runs(udp: &UdpIo, wire: &[u8], sends: &[(SocketAddr, usize, usize)], node: &Mutex<Node>) {
+pub(crate) fn send_runs(
+    udp: &UdpIo,
+    wire: &[u8],
+    sends: &[(SocketAddr, usize, usize)],
+    node: &Mutex<Node>,
+) {
     let mut i = 0;
     while i < sends.len() {
         let (to, start, size) = sends[i];
@@ -308,7 +313,7 @@ fn run_timers(node: &Mutex<Node>, udp: &UdpIo, stop: &AtomicBool) {
 
 /// Sends everything the node has queued (drained handshake queues, timer packets). These are
 /// rare, so they go out one by one while the node stays locked.
-fn send_pending(node: &mut Node, udp: &UdpIo, buf: &mut [u8]) {
+pub(crate) fn send_pending(node: &mut Node, udp: &UdpIo, buf: &mut [u8]) {
     while let Some(t) = node.poll_transmit(buf) {
         if let Err(e) = udp.send(t.to, t.packet, None) {
             tracing::debug!(to = %t.to, error = %e, "UDP send failed");

@@ -2,13 +2,16 @@
 //!
 //! [`Node`] is the sans-IO core (peer table, cryptokey routing, handshakes, timers, roaming,
 //! the crypto-RP filter and drop counters). [`device`] is the thin IO shell that runs a node
-//! between a Linux TUN device and a batched UDP socket. This crate knows nothing of peerd, the
+//! between a Linux TUN device and a batched UDP socket; [`netstack`] runs the same node without
+//! privileges, terminating the overlay in a userspace TCP/IP stack (smoltcp) in the process. This crate knows nothing of peerd, the
 //! mesh or Kubernetes: it moves packets between peers it is told about.
 
 pub mod allowed_ips;
 #[cfg(target_os = "linux")]
 pub mod device;
 pub mod key;
+#[cfg(target_os = "linux")]
+pub mod netstack;
 pub mod node;
 pub mod packet;
 pub mod peer;

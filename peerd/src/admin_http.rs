@@ -23,13 +23,17 @@ use crate::daemon::Daemon;
 
 /// Binds the listener.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ([admin] metrics)"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ([admin] metrics)"))
 }
 
 /// Serves until the task is dropped.
 pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let daemon = daemon.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
@@ -45,18 +49,32 @@ pub async fn serve(listener: TcpListener, daemon: Arc<Daemon>) {
 
 fn respond(daemon: &Daemon, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match req.uri().path() {
-        "/metrics" => (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics(daemon)),
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics(daemon),
+        ),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         "/readyz" => match daemon.ready() {
             Ok(()) => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
-            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n")),
+            Err(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
         },
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(v) = content_type.parse() {
-        response.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, v);
     }
     response
 }
@@ -87,36 +105,82 @@ fn metrics(daemon: &Daemon) -> String {
     let handshake = Family::<PeerLabels, Gauge>::default();
     let drops = Family::<DropLabels, Counter>::default();
     for p in &status.peers {
-        let peer = PeerLabels { peer: if p.name.is_empty() { p.public_key.clone() } else { format!("{}/{}", p.cluster, p.name) } };
+        let peer = PeerLabels {
+            peer: if p.name.is_empty() {
+                p.public_key.clone()
+            } else {
+                format!("{}/{}", p.cluster, p.name)
+            },
+        };
         rx.get_or_create(&peer).inc_by(p.rx_bytes);
         tx.get_or_create(&peer).inc_by(p.tx_bytes);
-        handshake.get_or_create(&peer).set(p.last_handshake_unix as i64);
+        handshake
+            .get_or_create(&peer)
+            .set(p.last_handshake_unix as i64);
         for (reason, n) in &p.drops {
-            drops.get_or_create(&DropLabels { peer: peer.peer.clone(), reason: reason.clone() }).inc_by(*n);
+            drops
+                .get_or_create(&DropLabels {
+                    peer: peer.peer.clone(),
+                    reason: reason.clone(),
+                })
+                .inc_by(*n);
         }
     }
     for (reason, n) in &status.node.drops {
-        drops.get_or_create(&DropLabels { peer: String::new(), reason: reason.clone() }).inc_by(*n);
+        drops
+            .get_or_create(&DropLabels {
+                peer: String::new(),
+                reason: reason.clone(),
+            })
+            .inc_by(*n);
     }
     registry.register("peer_rx_bytes", "WireGuard bytes received from a peer", rx);
     registry.register("peer_tx_bytes", "WireGuard bytes sent to a peer", tx);
-    registry.register("peer_last_handshake_seconds", "Unix time of the last handshake", handshake);
-    registry.register("drops", "Packets dropped, by peer (empty: none) and reason", drops);
+    registry.register(
+        "peer_last_handshake_seconds",
+        "Unix time of the last handshake",
+        handshake,
+    );
+    registry.register(
+        "drops",
+        "Packets dropped, by peer (empty: none) and reason",
+        drops,
+    );
     if let Some(mesh) = &status.node.mesh {
         let nodes = Family::<KindLabels, Gauge>::default();
         for (state, n) in &mesh.nodes {
-            nodes.get_or_create(&KindLabels { kind: state.clone() }).set(*n as i64);
+            nodes
+                .get_or_create(&KindLabels {
+                    kind: state.clone(),
+                })
+                .set(*n as i64);
         }
         let rejected = Family::<KindLabels, Counter>::default();
         for (reason, n) in &mesh.rejected {
-            rejected.get_or_create(&KindLabels { kind: reason.clone() }).inc_by(*n);
+            rejected
+                .get_or_create(&KindLabels {
+                    kind: reason.clone(),
+                })
+                .inc_by(*n);
         }
         let bytes = Family::<KindLabels, Counter>::default();
-        bytes.get_or_create(&KindLabels { kind: "rx".into() }).inc_by(mesh.rx_bytes);
-        bytes.get_or_create(&KindLabels { kind: "tx".into() }).inc_by(mesh.tx_bytes);
+        bytes
+            .get_or_create(&KindLabels { kind: "rx".into() })
+            .inc_by(mesh.rx_bytes);
+        bytes
+            .get_or_create(&KindLabels { kind: "tx".into() })
+            .inc_by(mesh.tx_bytes);
         registry.register("mesh_nodes", "Mesh nodes by membership state", nodes);
-        registry.register("mesh_records_rejected", "Records refused, by reason", rejected);
-        registry.register("mesh_control_bytes", "Control-plane bytes by direction", bytes);
+        registry.register(
+            "mesh_records_rejected",
+            "Records refused, by reason",
+            rejected,
+        );
+        registry.register(
+            "mesh_control_bytes",
+            "Control-plane bytes by direction",
+            bytes,
+        );
     }
     if let Some(dns) = daemon.dns_stats() {
         let queries = Family::<KindLabels, Counter>::default();
@@ -130,7 +194,9 @@ fn metrics(daemon: &Daemon) -> String {
             ("refused", dns.refused),
             ("dropped", dns.dropped),
         ] {
-            queries.get_or_create(&KindLabels { kind: kind.into() }).inc_by(n);
+            queries
+                .get_or_create(&KindLabels { kind: kind.into() })
+                .inc_by(n);
         }
         registry.register("dns_queries", "DNS queries by outcome", queries);
     }

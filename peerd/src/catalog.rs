@@ -14,6 +14,14 @@ pub trait ServiceSource: Send + Sync {
     fn exports(&self) -> Vec<ServiceExport>;
 }
 
+/// The Kubernetes API: Services exported by a ServiceExport or the `peerd.io/export` label, with
+/// their endpoints on this node.
+impl ServiceSource for peerd_kube::KubeSource {
+    fn exports(&self) -> Vec<ServiceExport> {
+        peerd_kube::KubeSource::exports(self)
+    }
+}
+
 /// `[[service]]` tables of the node's config file.
 pub struct StaticSource(pub Vec<ServiceExport>);
 

@@ -53,6 +53,29 @@ enum Command {
     /// The mesh CA and node certificates.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Kubernetes helpers.
+    #[command(subcommand)]
+    Kube(KubeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KubeCommand {
+    /// Render this node's config from the Node object (NODE_NAME) and ensure its WireGuard key
+    /// and mesh certificate (what the DaemonSet's init container runs).
+    Init {
+        /// The config template (deploy/kubernetes/node.toml).
+        #[arg(long)]
+        template: PathBuf,
+        /// Where to write the rendered config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Issue a missing or stale certificate from this CA folder (ca.pem, ca.key).
+        #[arg(long, conflicts_with = "cert_secret")]
+        ca: Option<PathBuf>,
+        /// Or copy it from this Secret (node.pem, node.key) in the pod's namespace.
+        #[arg(long)]
+        cert_secret: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +168,21 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Ca(ca) => run_ca(ca),
+        Command::Kube(KubeCommand::Init {
+            template,
+            config,
+            ca,
+            cert_secret,
+        }) => {
+            init_tracing();
+            let cert = ca
+                .map(crate::kube_init::CertFrom::Ca)
+                .or(cert_secret.map(crate::kube_init::CertFrom::Secret));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(crate::kube_init::run(&template, &config, cert))
+        }
         Command::Services { read } => {
             let value = admin::call(&read.socket, &Request::Services)?;
             if read.json {

@@ -26,6 +26,12 @@ pub struct Config {
     /// Services this node exports (static source; Kubernetes adds its own).
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceSection>,
+    /// Services and locality from the Kubernetes API (optional; the node name comes from
+    /// `NODE_NAME`).
+    pub kubernetes: Option<KubernetesSection>,
+    /// Per-service proxy overrides (any service of the mesh, not only this node's).
+    #[serde(default, rename = "policy")]
+    pub policies: Vec<PolicySection>,
     /// Static peers.
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerSection>,
@@ -62,6 +68,54 @@ pub struct ServiceSection {
     /// Endpoints on this node.
     #[serde(default)]
     pub endpoints: Vec<EndpointSection>,
+}
+
+/// `[kubernetes]`: learn this node's exported services from the cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSection {
+    /// Which `serviceexports.multicluster.x-k8s.io` version to watch: `v1alpha1` or `v1beta1`.
+    #[serde(default = "default_export_version")]
+    pub service_export_version: String,
+    /// Write the `peerd.io/Exported` condition on ServiceExports.
+    #[serde(default)]
+    pub write_status: bool,
+}
+
+impl KubernetesSection {
+    /// The ServiceExport version to watch.
+    pub fn export_version(&self) -> peerd_kube::ExportVersion {
+        match self.service_export_version.as_str() {
+            "v1beta1" => peerd_kube::ExportVersion::V1beta1,
+            _ => peerd_kube::ExportVersion::V1alpha1,
+        }
+    }
+}
+
+fn default_export_version() -> String {
+    "v1alpha1".into()
+}
+
+/// `[[policy]]`: how this node's proxy treats one service. Unset fields keep the defaults
+/// (documented in docs/operations.md).
+#[allow(dead_code)] // Read by the proxy wiring that lands with the l7proxy crate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// `name.namespace` of the service.
+    pub service: String,
+    /// Only use endpoints of this node's cluster.
+    pub local_only: Option<bool>,
+    /// Limit for establishing one upstream connection.
+    pub connect_timeout_ms: Option<u64>,
+    /// Limit for one attempt up to the response headers.
+    pub try_timeout_ms: Option<u64>,
+    /// Limit for the whole request up to the response headers.
+    pub request_timeout_ms: Option<u64>,
+    /// Most attempts per request.
+    pub max_attempts: Option<u32>,
+    /// Retries may add at most this fraction of requests.
+    pub retry_budget_ratio: Option<f64>,
 }
 
 /// A service port: `{ name = "http", port = 80, protocol = "http" }`.
@@ -345,6 +399,46 @@ impl Config {
             }
         }
         self.validate_services()?;
+        if let Some(k) = &self.kubernetes
+            && !matches!(k.service_export_version.as_str(), "v1alpha1" | "v1beta1")
+        {
+            return Err((
+                "kubernetes",
+                None,
+                "service_export_version",
+                format!(
+                    "{:?}: use \"v1alpha1\" or \"v1beta1\"",
+                    k.service_export_version
+                ),
+            ));
+        }
+        for (i, policy) in self.policies.iter().enumerate() {
+            let bad = |key, message: String| Err(("policy", Some(i), key, message));
+            let Some((name, namespace)) = policy.service.split_once('.') else {
+                return bad(
+                    "service",
+                    format!("{:?} is not name.namespace", policy.service),
+                );
+            };
+            if !is_dns_label(name) || !is_dns_label(namespace) {
+                return bad(
+                    "service",
+                    format!("{:?} is not name.namespace of DNS labels", policy.service),
+                );
+            }
+            if policy.max_attempts == Some(0) {
+                return bad("max_attempts", "use 1 or more".into());
+            }
+            if policy
+                .retry_budget_ratio
+                .is_some_and(|r| !(0.0..=1.0).contains(&r))
+            {
+                return bad(
+                    "retry_budget_ratio",
+                    "use a fraction between 0 and 1".into(),
+                );
+            }
+        }
         if let Some(dns) = &self.dns
             && dns.service_cidr.prefix_len() > 28
         {

@@ -36,8 +36,10 @@ pub struct Daemon {
     offload: bool,
     listen_port: u16,
     mesh: Option<Arc<MeshRuntime>>,
-    /// This node's service exports (the config file today).
+    /// This node's static service exports (the config file).
     source: Mutex<Box<dyn ServiceSource>>,
+    /// The Kubernetes source, when `[kubernetes]` is configured.
+    kube: Option<Arc<peerd_kube::KubeSource>>,
     /// The mesh-wide catalog, rebuilt whenever the mesh or this node's exports change.
     catalog: Mutex<Arc<Catalog>>,
     /// The `.global` DNS server, when `[dns]` is configured.
@@ -87,7 +89,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
     netlink.set_up(tun_index).await?;
     // Virtual IPs of global names are local addresses of every node, so the proxy can listen on
     // them and pods behind the node reach them through their default route.
-    let service_cidr = config.dns.as_ref().map_or_else(crate::config::default_service_cidr, |d| d.service_cidr);
+    let service_cidr = config
+        .dns
+        .as_ref()
+        .map_or_else(crate::config::default_service_cidr, |d| d.service_cidr);
     netlink.add_local_route(service_cidr).await?;
 
     let (mesh, control) = match &config.mesh {
@@ -107,6 +112,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let metrics_addr = config.admin.metrics;
     let uapi_socket = config.uapi_socket();
     let exports = config.exports();
+    let kube = match &config.kubernetes {
+        Some(k) => Some(Arc::new(start_kube(k).await?)),
+        None => None,
+    };
     let dns = match &config.dns {
         Some(d) => {
             let dns_config = dns::DnsConfig {
@@ -139,6 +148,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         listen_port,
         mesh,
         source: Mutex::new(Box::new(StaticSource(exports))),
+        kube,
         catalog: Mutex::new(Arc::new(Catalog::default())),
         dns,
         routes_lock: tokio::sync::Mutex::new(()),
@@ -147,6 +157,15 @@ pub async fn run(config_path: &Path) -> Result<()> {
     daemon.sync_routes().await?;
 
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    if let Some(kube) = daemon.kube.clone() {
+        let daemon = daemon.clone();
+        let mut changes = kube.changes();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                daemon.exports_changed();
+            }
+        });
+    }
     let mesh_task = match (daemon.mesh.clone(), control_rx) {
         (Some(m), Some(rx)) => {
             // Tunnels to the last known mesh come back before gossip reconverges.
@@ -168,7 +187,10 @@ pub async fn run(config_path: &Path) -> Result<()> {
     };
     let admin_task = tokio::spawn(admin::serve(admin_listener, handler));
     let metrics_task = match metrics_addr {
-        Some(addr) => Some(tokio::spawn(crate::admin_http::serve(crate::admin_http::bind(addr).await?, daemon.clone()))),
+        Some(addr) => Some(tokio::spawn(crate::admin_http::serve(
+            crate::admin_http::bind(addr).await?,
+            daemon.clone(),
+        ))),
         None => None,
     };
     let uapi_task = tokio::spawn(uapi_server::serve(uapi_listener, daemon.clone()));
@@ -268,6 +290,35 @@ impl Daemon {
         self.rebuild_catalog();
     }
 
+    /// Every service this node exports: the config file's and the cluster's.
+    fn own_exports(&self) -> Vec<peerd_types::ServiceExport> {
+        let mut all = self
+            .source
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .exports();
+        if let Some(kube) = &self.kube {
+            all.extend(ServiceSource::exports(kube.as_ref()));
+        }
+        all
+    }
+
+    /// This node's exports changed: publish them to the mesh and rebuild the catalog.
+    pub fn exports_changed(&self) {
+        let exports = self.own_exports();
+        if let Some(m) = &self.mesh {
+            let mut mesh = m.lock();
+            if mesh.own().services != exports {
+                mesh.update_own(
+                    |r| r.services = exports,
+                    Instant::now(),
+                    std::time::SystemTime::now(),
+                );
+            }
+        }
+        self.rebuild_catalog();
+    }
+
     /// The current catalog.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog
@@ -294,11 +345,7 @@ impl Daemon {
                     .map_or_else(crate::config::default_service_cidr, |d| d.service_cidr),
             )
         };
-        let own = self
-            .source
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .exports();
+        let own = self.own_exports();
         let nodes = self.mesh.as_ref().map(|m| m.nodes()).unwrap_or_default();
         let mut all = vec![NodeExports {
             locality,
@@ -419,16 +466,8 @@ impl Daemon {
         }
         let exports = new.exports();
         *self.lock_config() = new;
-        *self.source.lock().unwrap_or_else(|e| e.into_inner()) =
-            Box::new(StaticSource(exports.clone()));
-        if let Some(m) = &self.mesh {
-            m.lock().update_own(
-                |r| r.services = exports,
-                Instant::now(),
-                std::time::SystemTime::now(),
-            );
-        }
-        self.rebuild_catalog();
+        *self.source.lock().unwrap_or_else(|e| e.into_inner()) = Box::new(StaticSource(exports));
+        self.exports_changed();
         if let Err(e) = self.sync_routes().await {
             tracing::warn!(error = %format!("{e:#}"), "route sync after reload failed");
         }
@@ -512,4 +551,19 @@ fn warn_if_readable_by_others(path: &Path) {
     {
         tracing::warn!(path = %path.display(), "private key file is readable by group or others; chmod 600 it");
     }
+}
+
+/// Starts watching the cluster for this node (`NODE_NAME`).
+async fn start_kube(k: &crate::config::KubernetesSection) -> Result<peerd_kube::KubeSource> {
+    let node_name = std::env::var("NODE_NAME")
+        .context("[kubernetes] needs NODE_NAME (the pod's spec.nodeName)")?;
+    let client = peerd_kube::client()
+        .await
+        .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let mut options = peerd_kube::Options::new(node_name);
+    options.export_version = k.export_version();
+    options.write_status = k.write_status;
+    peerd_kube::KubeSource::start_with(client, options)
+        .await
+        .context("cannot start watching the cluster")
 }

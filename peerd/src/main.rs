@@ -10,6 +10,7 @@ mod cli;
 mod config;
 mod daemon;
 mod icmp;
+mod kube_init;
 mod meshd;
 mod netlink;
 mod status;

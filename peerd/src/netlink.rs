@@ -10,7 +10,9 @@ use ipnet::IpNet;
 use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressScope,
 };
-use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use rtnetlink::packet_route::route::{
+    RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 /// The routing protocol number peerd stamps on its routes, so it only ever removes its own
@@ -105,8 +107,17 @@ impl Netlink {
 
     /// The index of the link called `name`.
     pub async fn link_index(&self, name: &str) -> Result<u32> {
-        let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
-        match links.try_next().await.with_context(|| format!("cannot find link {name}"))? {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        match links
+            .try_next()
+            .await
+            .with_context(|| format!("cannot find link {name}"))?
+        {
             Some(link) => Ok(link.header.index),
             None => anyhow::bail!("no link named {name}"),
         }

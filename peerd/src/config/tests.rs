@@ -223,3 +223,49 @@ fn service_errors_name_field_and_line() {
         assert!(e.line.is_some(), "{e}");
     }
 }
+
+#[test]
+fn policies_parse_and_bad_ones_are_named() {
+    let ok = format!(
+        "{}\n[[policy]]\nservice = \"web.shop\"\nlocal_only = true\nmax_attempts = 2\n",
+        minimal()
+    );
+    let c = parse(&ok).unwrap();
+    assert_eq!(c.policies[0].service, "web.shop");
+    assert_eq!(c.policies[0].local_only, Some(true));
+    let bad = format!("{}\n[[policy]]\nservice = \"web\"\n", minimal());
+    let e = parse(&bad).unwrap_err();
+    assert_eq!(
+        (e.line, e.field.as_deref()),
+        (Some(7), Some("policy[0].service")),
+        "{e}"
+    );
+}
+
+#[test]
+fn kubernetes_templates_render_into_valid_configs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let node = peerd_kube::NodeView {
+        name: "node-a".into(),
+        region: "us-east".into(),
+        zone: "us-east-1a".into(),
+        pod_cidrs: vec![
+            "10.1.1.0/24".parse().unwrap(),
+            "fd00:1:1::/64".parse().unwrap(),
+        ],
+        addresses: vec!["192.0.2.10".parse().unwrap()],
+        exports: vec![],
+    };
+    for template in [
+        "deploy/kubernetes/node.toml",
+        "deploy/overlays/example-east/node.toml",
+    ] {
+        let path = root.join(template);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let rendered = peerd_kube::bootstrap::render(&text, &node).unwrap();
+        let c = Config::parse(&path, &rendered).unwrap_or_else(|e| panic!("{e}\n{rendered}"));
+        assert_eq!(c.node.name, "node-a");
+        assert!(c.kubernetes.is_some());
+        assert!(c.node_owns(c.node.address.into()));
+    }
+}
