@@ -27,6 +27,8 @@ pub const OVERHEAD: usize = 32;
 /// How often boringtun's timers are advanced (the WireGuard paper's timers have 1 s or coarser
 /// resolution; a steady 100 ms tick keeps retries and keepalives on time).
 const TICK: Duration = Duration::from_millis(100);
+/// How long the node with the larger key waits before its first handshake with a new peer.
+const YIELD_FIRST_HANDSHAKE: Duration = Duration::from_millis(1500);
 /// The shared handshake rate limiter's window (boringtun expects `reset_count` every second).
 const LIMITER_WINDOW: Duration = Duration::from_secs(1);
 /// Handshake messages a node accepts per second before it demands cookies. Each message is
@@ -188,7 +190,15 @@ impl Node {
                 let id = self.allocate_index()?;
                 let mut peer = Peer::new(&self.private, config, id, &self.limiter);
                 if peer.endpoint.is_some() {
-                    peer.rearm_at = Some(now);
+                    // When two nodes learn of each other at the same moment, both initiating
+                    // makes each reset its own handshake on the other's initiation, and neither
+                    // completes until the 5 s retry. The smaller key goes first; the other waits.
+                    let wait = if self.public < peer.config.public_key {
+                        Duration::ZERO
+                    } else {
+                        YIELD_FIRST_HANDSHAKE
+                    };
+                    peer.rearm_at = Some(now + wait);
                 }
                 self.by_key.insert(peer.config.public_key, id);
                 self.peers.insert(id, peer);

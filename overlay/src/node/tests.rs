@@ -329,13 +329,24 @@ fn peer_updates_move_prefixes_and_removal_forgets_routes() {
 }
 
 #[test]
-fn a_peer_with_an_endpoint_gets_a_proactive_handshake() {
+fn a_peer_with_an_endpoint_gets_a_proactive_handshake_smaller_key_first() {
     let mut p = pair(None);
-    p.a.handle_timeout(p.now);
-    let sent = flush(&mut p.a);
-    assert_eq!(sent.len(), 1, "one initiation to B");
-    assert_eq!(sent[0].0, sock(B_ADDR));
+    // Both know each other's endpoint: only the node with the smaller key starts at once.
+    let (first, second) = if p.a.public_key() < p.b.public_key() {
+        (&mut p.a, &mut p.b)
+    } else {
+        (&mut p.b, &mut p.a)
+    };
+    first.handle_timeout(p.now);
+    second.handle_timeout(p.now);
+    let sent = flush(first);
+    assert_eq!(sent.len(), 1, "one initiation from the smaller key");
     assert_eq!(sent[0].1[0], HANDSHAKE_INIT);
+    assert!(flush(second).is_empty(), "the larger key waits");
+    // The larger key still initiates on its own later (the other side may have no endpoint).
+    let later = p.now + YIELD_FIRST_HANDSHAKE + std::time::Duration::from_millis(1);
+    second.handle_timeout(later);
+    assert_eq!(flush(second).len(), 1);
 }
 
 proptest! {
