@@ -22,6 +22,11 @@ pub enum Request {
     Status,
     /// The mesh's service catalog.
     Services,
+    /// Which endpoints a global name maps to from this node, and why.
+    Explain {
+        /// The global name.
+        name: String,
+    },
     /// Round trips through the tunnel to a node.
     Ping {
         /// Node name or cluster/name.

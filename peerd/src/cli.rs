@@ -40,6 +40,14 @@ enum Command {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Show which endpoints a global name maps to from this node, their tier, health and share,
+    /// and why.
+    Explain {
+        /// A global name: `svc.ns.global` or `cluster.svc.ns.global`.
+        name: String,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
     /// Send pings through the tunnel to another node and time the round trips.
     Ping {
         /// Node name (or cluster/name).
@@ -182,6 +190,16 @@ pub fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(crate::kube_init::run(&template, &config, cert))
+        }
+        Command::Explain { name, read } => {
+            let value = admin::call(&read.socket, &Request::Explain { name })?;
+            if read.json {
+                return print_json(&value);
+            }
+            let report: status::ExplainReport =
+                serde_json::from_value(value).context("unexpected explain shape")?;
+            print!("{}", status::render_explain(&report));
+            Ok(())
         }
         Command::Services { read } => {
             let value = admin::call(&read.socket, &Request::Services)?;

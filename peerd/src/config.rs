@@ -98,7 +98,6 @@ fn default_export_version() -> String {
 
 /// `[[policy]]`: how this node's proxy treats one service. Unset fields keep the defaults
 /// (documented in docs/operations.md).
-#[allow(dead_code)] // Read by the proxy wiring that lands with the l7proxy crate.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySection {

@@ -44,6 +44,10 @@ pub struct Daemon {
     catalog: Mutex<Arc<Catalog>>,
     /// The `.global` DNS server, when `[dns]` is configured.
     dns: Option<dns::DnsServer>,
+    /// The L7 proxy on the virtual IPs.
+    proxy: Arc<l7proxy::Proxy>,
+    /// Catalog snapshots for the proxy task.
+    proxy_routes: tokio::sync::watch::Sender<l7proxy::ProxyConfig>,
     /// Serialises route syncs (admin, UAPI, reload and the mesh may race).
     routes_lock: tokio::sync::Mutex<()>,
 }
@@ -137,6 +141,15 @@ pub async fn run(config_path: &Path) -> Result<()> {
         .flat_map(|m| m.seeds.iter())
         .filter_map(|s| crate::config::resolve_endpoint(s).ok())
         .collect();
+    let locality = peerd_types::Locality {
+        cluster: config.node.cluster.clone(),
+        region: config.node.region.clone(),
+        zone: config.node.zone.clone(),
+        node: config.node.name.clone(),
+    };
+    let proxy = Arc::new(l7proxy::Proxy::new(locality, Arc::new(l7proxy::TcpDialer)));
+    let (proxy_routes, routes_rx) = tokio::sync::watch::channel(l7proxy::ProxyConfig::default());
+    tokio::spawn(crate::proxyd::run(proxy.clone(), routes_rx));
     let daemon = Arc::new(Daemon {
         config_path: config_path.to_owned(),
         config: Mutex::new(config),
@@ -151,6 +164,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
         kube,
         catalog: Mutex::new(Arc::new(Catalog::default())),
         dns,
+        proxy,
+        proxy_routes,
         routes_lock: tokio::sync::Mutex::new(()),
     });
     daemon.rebuild_catalog();
@@ -372,6 +387,10 @@ impl Daemon {
             if let Some(dns) = &self.dns {
                 dns.update(catalog.zone());
             }
+            let policies = self.lock_config().policies.clone();
+            let _ = self
+                .proxy_routes
+                .send(crate::proxyd::routes(&catalog, &policies));
             *current = Arc::new(catalog);
         }
     }
@@ -379,6 +398,7 @@ impl Daemon {
     async fn handle(&self, request: Request) -> Result<serde_json::Value> {
         match request {
             Request::Status => Ok(serde_json::to_value(self.status())?),
+            Request::Explain { name } => Ok(serde_json::to_value(self.explain(&name)?)?),
             Request::Services => Ok(serde_json::to_value(crate::status::services(
                 &self.catalog(),
             ))?),

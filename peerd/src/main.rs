@@ -13,6 +13,7 @@ mod icmp;
 mod kube_init;
 mod meshd;
 mod netlink;
+mod proxyd;
 mod status;
 mod uapi_server;
 mod vip;

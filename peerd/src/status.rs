@@ -531,3 +531,63 @@ pub fn render_services(list: &ServiceList) -> String {
     }
     out
 }
+
+/// `peerd explain NAME`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplainReport {
+    /// The global name.
+    pub name: String,
+    /// Its virtual IP.
+    pub vip: Option<String>,
+    /// The proxy's view: per port, tier shares and every endpoint.
+    pub proxy: Option<l7proxy::Explanation>,
+}
+
+/// Renders `peerd explain`.
+pub fn render_explain(r: &ExplainReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} -> {}",
+        r.name,
+        r.vip.as_deref().unwrap_or("(no virtual IP)")
+    );
+    let Some(proxy) = &r.proxy else {
+        let _ = writeln!(out, "  the proxy has no route for it yet");
+        return out;
+    };
+    for port in &proxy.ports {
+        let s = &port.tier_shares;
+        let _ = writeln!(
+            out,
+            "  port {} ({}) on {}: same-node {:.0}%  same-zone {:.0}%  same-region {:.0}%  remote {:.0}%",
+            port.port_name,
+            port.protocol,
+            port.listen,
+            s.same_node * 100.0,
+            s.same_zone * 100.0,
+            s.same_region * 100.0,
+            s.remote * 100.0
+        );
+        for e in &port.endpoints {
+            let health = match (e.ready, e.ejected_for_ms) {
+                (false, _) => "not-ready".to_owned(),
+                (true, Some(ms)) => format!("ejected {ms}ms"),
+                (true, None) => "healthy".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "    {:<22} {:<12} {:<8} {:<12} {:<14} rtt {:>6.1}ms  in-flight {:<3} {}",
+                e.addr.to_string(),
+                e.tier,
+                e.locality.cluster,
+                e.locality.node,
+                health,
+                e.rtt_ewma_ms,
+                e.in_flight,
+                e.reason
+            );
+        }
+    }
+    out
+}

@@ -563,9 +563,11 @@ impl Mesh {
                 }
                 continue;
             }
-            match self.store.by_digest_key(k) {
-                Some(entry) if v < entry.record.version => send.push(entry.signed.clone()),
-                Some(entry) if v == entry.record.version => {}
+            match self.store.version_by_digest_key(k) {
+                Some(ours) if v == ours => {}
+                Some(ours) if v < ours => {
+                    send.extend(self.store.by_digest_key(k).map(|e| e.signed.clone()));
+                }
                 _ => want.push(k),
             }
         }
@@ -724,9 +726,12 @@ impl Mesh {
                     let id = m.node_id();
                     self.dead_since.remove(&id);
                     self.cached_until.remove(&id);
-                    if self.store.get(&id).is_none() {
-                        self.hello(m.addr, true, now);
-                    }
+                    // Greet it even when its record is already here (anti-entropy can bring a
+                    // record before SWIM brings the member): it may have joined after us and not
+                    // know us, and in a large mesh nothing else would tell it before one of us
+                    // probes the other, minutes later. Ask for its record only if we lack it.
+                    let known = self.store.get(&id).is_some();
+                    self.hello(m.addr, !known, now);
                     tracing::info!(node = %id, addr = %m.addr, "member up");
                 }
                 MemberEvent::Down(m) => {

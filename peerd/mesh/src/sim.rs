@@ -4,7 +4,7 @@
 //! signatures, sealing and foca).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -15,6 +15,10 @@ use crate::mesh::{Mesh, MeshConfig, MeshNode, NodeState, OwnNode};
 use crate::record::NodeId;
 use crate::store::{Verifier, VerifyCache};
 use crate::trust::{self, NodeIdentity, NodeSigner, TrustAnchor};
+
+mod window;
+
+use window::{Arrival, Job, Window};
 
 /// One simulated node.
 pub struct SimNode {
@@ -36,6 +40,8 @@ pub struct Sim {
     pub latency: Duration,
     /// Datagrams delivered and their bytes.
     pub delivered: (u64, u64),
+    /// Threads that run the nodes of a window (all cores unless set).
+    pub threads: usize,
     config: MeshConfig,
     anchor: TrustAnchor,
     cache: VerifyCache,
@@ -139,6 +145,7 @@ impl Sim {
             nodes,
             latency: Duration::from_millis(5),
             delivered: (0, 0),
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
             config,
             anchor,
             cache: VerifyCache::default(),
@@ -226,7 +233,8 @@ impl Sim {
         self.collect(to);
     }
 
-    /// Runs the network for `d` of virtual time.
+    /// Runs the network for `d` of virtual time, in windows one latency wide whose busy nodes
+    /// run in parallel (see [`window`]).
     pub fn run_for(&mut self, d: Duration) {
         let end = self.now + d;
         // Meshes may have been changed from outside since the last run (`update_own` through
@@ -242,7 +250,7 @@ impl Sim {
             match next_timer.into_iter().chain(next_packet).min() {
                 Some(next) if next <= end => {
                     self.now = self.now.max(next);
-                    self.step();
+                    self.window(end);
                 }
                 // Nothing due before `end` (or nothing at all: every node down, no datagram).
                 _ => {
@@ -321,51 +329,74 @@ impl Sim {
         None
     }
 
-    /// Delivers every datagram due now, then runs every node timer due now.
-    fn step(&mut self) {
-        let (now, wall) = (self.now, self.wall());
-        while self
-            .queue
-            .peek()
-            .is_some_and(|Reverse((at, ..))| *at <= now)
-        {
-            let Some(Reverse((_, _, from, to, datagram))) = self.queue.pop() else {
+    /// Runs every event from now until one latency later (or `end`): hands each node with work
+    /// its datagrams, runs the nodes, then queues what they sent.
+    fn window(&mut self, end: Instant) {
+        let window = Window {
+            now: self.now,
+            before: self.now + self.latency,
+            end,
+            latency: self.latency,
+            origin: (self.start, self.wall_start),
+        };
+        let mut work: BTreeMap<usize, Vec<Arrival>> = BTreeMap::new();
+        while let Some(Reverse((at, ..))) = self.queue.peek() {
+            if !window.holds(*at) {
+                break;
+            }
+            let Some(Reverse((at, seq, from, to, datagram))) = self.queue.pop() else {
                 break;
             };
-            let Some(&dst) = self.by_addr.get(&to) else {
-                continue;
-            };
-            if !self.cut.is_empty() {
-                let link = (
-                    self.nodes[from].id.cluster.clone(),
-                    self.nodes[dst].id.cluster.clone(),
-                );
-                if self.cut.contains(&link) {
-                    continue;
-                }
-            }
-            let from_addr = self.nodes[from].addr;
-            if let Some(mesh) = self.nodes[dst].mesh.as_mut() {
-                self.delivered.0 += 1;
-                self.delivered.1 += datagram.len() as u64;
-                mesh.handle_datagram(from_addr, &datagram, now, wall);
-                self.collect(dst);
+            if let Some(dst) = self.route(from, to) {
+                let from = self.nodes[from].addr;
+                work.entry(dst).or_default().push((at, seq, from, datagram));
             }
         }
         while let Some(&Reverse((at, i))) = self.timers.peek() {
-            if at > now {
+            if !window.holds(at) {
                 break;
             }
             self.timers.pop();
-            if self.deadlines[i] != Some(at) {
-                continue;
+            if self.deadlines[i] == Some(at) {
+                work.entry(i).or_default();
             }
-            self.deadlines[i] = None;
-            if let Some(mesh) = self.nodes[i].mesh.as_mut() {
-                mesh.handle_timeout(now, wall);
-            }
-            self.collect(i);
         }
+        let mut jobs: Vec<Job> = work
+            .into_iter()
+            .filter_map(|(node, arrivals)| {
+                Some(Job {
+                    node,
+                    mesh: self.nodes[node].mesh.take()?,
+                    arrivals,
+                    sent: Vec::new(),
+                    delivered: (0, 0),
+                })
+            })
+            .collect();
+        window::run(&mut jobs, &window, self.threads);
+        for job in jobs {
+            self.nodes[job.node].mesh = Some(job.mesh);
+            self.delivered.0 += job.delivered.0;
+            self.delivered.1 += job.delivered.1;
+            for (at, to, datagram) in job.sent {
+                self.seq += 1;
+                self.queue
+                    .push(Reverse((at, self.seq, job.node, to, datagram)));
+            }
+            self.deadlines[job.node] = None;
+            self.collect(job.node);
+        }
+    }
+
+    /// The node a datagram from node `from` to `to` reaches, if any (unknown address, cut).
+    fn route(&self, from: usize, to: SocketAddr) -> Option<usize> {
+        let dst = *self.by_addr.get(&to)?;
+        let cut = !self.cut.is_empty()
+            && self.cut.contains(&(
+                self.nodes[from].id.cluster.clone(),
+                self.nodes[dst].id.cluster.clone(),
+            ));
+        (!cut).then_some(dst)
     }
 
     /// Queues what node `i` sent and (re)schedules its next deadline.

@@ -222,7 +222,9 @@ pub struct Entry {
 #[derive(Default)]
 pub struct Store {
     entries: BTreeMap<NodeId, Entry>,
-    by_key: HashMap<u64, NodeId>,
+    /// Digest key to id and version: anti-entropy compares versions by key for every entry of
+    /// every digest it receives, which a walk of `entries` (string comparisons) made costly.
+    by_key: HashMap<u64, (NodeId, u64)>,
 }
 
 impl Store {
@@ -239,7 +241,8 @@ impl Store {
             Some(old) if record.version > old.record.version => Accepted::Updated,
             Some(_) => return Accepted::Stale,
         };
-        self.by_key.insert(id.digest_key(), id.clone());
+        self.by_key
+            .insert(id.digest_key(), (id.clone(), record.version));
         self.entries.insert(
             id,
             Entry {
@@ -287,6 +290,13 @@ impl Store {
 
     /// The entry whose id hashes to `key`.
     pub fn by_digest_key(&self, key: u64) -> Option<&Entry> {
-        self.by_key.get(&key).and_then(|id| self.entries.get(id))
+        self.by_key
+            .get(&key)
+            .and_then(|(id, _)| self.entries.get(id))
+    }
+
+    /// The version held of the node whose id hashes to `key`.
+    pub fn version_by_digest_key(&self, key: u64) -> Option<u64> {
+        self.by_key.get(&key).map(|(_, version)| *version)
     }
 }

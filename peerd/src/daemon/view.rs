@@ -32,7 +32,38 @@ impl Daemon {
     }
 
     /// Appends the proxy's metrics.
-    pub fn encode_proxy_metrics(&self, _out: &mut String) {}
+    pub fn encode_proxy_metrics(&self, out: &mut String) {
+        self.proxy.encode_metrics(out);
+    }
+
+    /// What a global name maps to from this node (`peerd explain`).
+    pub(super) fn explain(&self, name: &str) -> Result<crate::status::ExplainReport> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let catalog = self.catalog();
+        let service = catalog.services.values().find(|s| {
+            name == crate::catalog::global_name(&s.key, None)
+                || s.cluster_vips
+                    .keys()
+                    .any(|c| name == crate::catalog::global_name(&s.key, Some(c)))
+        });
+        let Some(service) = service else {
+            bail!("{name} is not a global name of the catalog (see `peerd services`)");
+        };
+        let vip = if name == crate::catalog::global_name(&service.key, None) {
+            service.vip
+        } else {
+            service
+                .cluster_vips
+                .iter()
+                .find(|(c, _)| name == crate::catalog::global_name(&service.key, Some(c)))
+                .map(|(_, v)| *v)
+        };
+        Ok(crate::status::ExplainReport {
+            name: name.clone(),
+            vip: vip.map(|v| v.to_string()),
+            proxy: self.proxy.explain(&name),
+        })
+    }
 
     pub(super) fn status(&self) -> Status {
         let config = self.lock_config();

@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# L7 proxy benchmark on loopback: one hyper "hello" endpoint, measured directly, behind HAProxy
+# (nbthread 1, mode http, http-reuse always) and behind peerd's proxy (examples/bench_proxy),
+# all in the same run. HTTP/1.1 with wrk, HTTP/2 (h2c prior knowledge on both sides) with h2load,
+# then the proxies' memory with 10,000 idle keep-alive client connections.
+#
+#   l7proxy/bench/http.sh                  # from the repository root; no root needed
+#   DURATION=15s CONNS=64 H2_REQUESTS=200000 ROUNDS=3 PEERD_THREADS=1 BACKEND_THREADS=1 \
+#       IDLE=10000 l7proxy/bench/http.sh
+#
+# Each round runs every target once, in turn; the table shows per-column medians over the rounds.
+# cpu_us is the CPU time (user + system) of the process in front of the client (the endpoint for
+# "direct", else the proxy) per request: unlike rps it holds up when other work shares the cores.
+# PEERD_THREADS=1 runs the proxy on a current-thread runtime (as linkerd2-proxy does on one core).
+# With PIN=1 (default, 2+ CPUs) the proxy under test runs alone on CPU 1 and the client and the
+# endpoint share CPU 0, so that both proxies get the same core whatever else the machine runs.
+#
+# A fourth target, "bare-hyper" (examples/bare_hyper_proxy: hyper server and client back to back,
+# one upstream connection per client connection, nothing else), is the floor for a hyper-based
+# HTTP/1.1 proxy and shows how much of peerd's cost is its own.
+#
+# Needs wrk, h2load (nghttp2-client) and haproxy. Addresses: endpoint 127.0.0.1:18080, HAProxy
+# 127.0.0.2:{8080,8081}, peerd 127.0.0.3:{8080,8081} (8080 HTTP/1.1, 8081 HTTP/2), bare-hyper
+# 127.0.0.4:8080.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DURATION=${DURATION:-15s}
+CONNS=${CONNS:-64}
+H2_REQUESTS=${H2_REQUESTS:-200000}
+ROUNDS=${ROUNDS:-3}
+PIN=${PIN:-1}
+PEERD_THREADS=${PEERD_THREADS:-1}
+BACKEND_THREADS=${BACKEND_THREADS:-1}
+IDLE=${IDLE:-10000}
+BACKEND=127.0.0.1:18080
+HAPROXY_IP=127.0.0.2
+PEERD_IP=127.0.0.3
+BARE_IP=127.0.0.4
+
+for tool in wrk h2load haproxy; do
+    command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk nghttp2-client haproxy)" >&2; exit 1; }
+done
+# 10,000 idle clients need ~10,000 descriptors in the proxy. HAProxy wants 2 per maxconn and
+# refuses to start when it cannot have them, unless told `no strict-limits`.
+ulimit -n "$(ulimit -Hn)"
+maxconn=$((IDLE + 1000))
+client=() proxy=()
+if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
+    client=(taskset -c 0) proxy=(taskset -c 1)
+fi
+cargo build --release -j"${CARGO_BUILD_JOBS:-2}" -p l7proxy --examples >&2
+bin=target/release/examples
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_port() { # host port
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on $1:$2" >&2
+    exit 1
+}
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ticks=$(getconf CLK_TCK)
+
+"${client[@]}" "$bin/hello" "$BACKEND" "$BACKEND_THREADS" >/dev/null &
+backend_pid=$!
+pids+=($backend_pid)
+wait_port 127.0.0.1 18080
+
+cat >"$work/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn $maxconn
+    no strict-limits
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+    http-reuse always
+frontend h1
+    bind $HAPROXY_IP:8080
+    default_backend h1
+frontend h2
+    bind $HAPROXY_IP:8081 proto h2
+    default_backend h2
+backend h1
+    server hello $BACKEND
+backend h2
+    server hello $BACKEND proto h2
+EOF
+"${proxy[@]}" haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
+haproxy_pid=$!
+pids+=($haproxy_pid)
+"${proxy[@]}" "$bin/bench_proxy" "$PEERD_IP" "$BACKEND" "$PEERD_THREADS" >/dev/null &
+peerd_pid=$!
+pids+=($peerd_pid)
+"${proxy[@]}" "$bin/bare_hyper_proxy" "$BARE_IP:8080" "$BACKEND" >/dev/null &
+bare_pid=$!
+pids+=($bare_pid)
+wait_port "$HAPROXY_IP" 8080
+wait_port "$PEERD_IP" 8080
+wait_port "$BARE_IP" 8080
+
+# wrk: rps p50_ms p99_ms requests
+run_wrk() {
+    "${client[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://$1/" >"$work/wrk.out"
+    awk '
+        function ms(v) {
+            if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+            if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+            if (v ~ /s$/) return substr(v, 1, length(v) - 1) * 1000
+            return v
+        }
+        /Requests\/sec/ { rps = $2 }
+        / requests in / { n = $1 }
+        $1 == "50%" { p50 = ms($2) }
+        $1 == "99%" { p99 = ms($2) }
+        /Non-2xx|Socket errors/ { print "wrk: " $0 > "/dev/stderr" }
+        END { printf "%.0f %.3f %.3f %d\n", rps, p50, p99, n }
+    ' "$work/wrk.out"
+}
+
+# h2load: rps p50_ms p99_ms requests (latencies from the per-request log)
+run_h2load() {
+    rm -f "$work/h2.log" # h2load appends to it
+    "${client[@]}" h2load -c"$CONNS" -n"$H2_REQUESTS" --log-file="$work/h2.log" "http://$1/" >"$work/h2.out"
+    local rps
+    rps=$(awk '/^finished in/ { print $4 }' "$work/h2.out")
+    sort -n -k3,3 "$work/h2.log" | awk -v rps="$rps" '
+        { d[NR] = $3; if ($2 != 200) bad++ }
+        END {
+            if (bad) print "h2load: " bad " responses were not 200" > "/dev/stderr"
+            printf "%.0f %.3f %.3f %d\n", rps, d[int(NR * 0.50)] / 1000, d[int(NR * 0.99)] / 1000, NR - bad
+        }'
+}
+
+# measure PID TOOL ADDR: rps p50 p99 cpu_us_per_request
+measure() {
+    local before after rps p50 p99 n
+    before=$(cpu_ticks "$1")
+    read -r rps p50 p99 n <<<"$("$2" "$3")"
+    after=$(cpu_ticks "$1")
+    awk -v rps="$rps" -v p50="$p50" -v p99="$p99" -v n="$n" -v t="$((after - before))" -v hz="$ticks" \
+        'BEGIN { printf "%s %s %s %.1f\n", rps, p50, p99, (n ? t / hz * 1e6 / n : 0) }'
+}
+
+# Memory with idle keep-alive clients (each sends one request, then idles), measured first,
+# while both proxies are fresh.
+idle_rss() { # pid addr
+    local before after
+    before=$(rss_kib "$1")
+    "${client[@]}" "$bin/idle_clients" "$2" "$IDLE" 60 >"$work/idle.out" &
+    local client=$!
+    for _ in $(seq 300); do
+        grep -q '^open' "$work/idle.out" 2>/dev/null && break
+        sleep 0.1
+    done
+    sleep 1
+    after=$(rss_kib "$1")
+    local opened
+    opened=$(cat "$work/idle.out")
+    kill "$client" 2>/dev/null || true
+    wait "$client" 2>/dev/null || true
+    echo "$before $after $opened"
+}
+mem_peerd=$(idle_rss "$peerd_pid" "$PEERD_IP:8080")
+sleep 1
+mem_haproxy=$(idle_rss "$haproxy_pid" "$HAPROXY_IP:8080")
+
+
+: >"$work/results"
+for round in $(seq "$ROUNDS"); do
+    for target in direct haproxy peerd bare-hyper; do
+        case $target in
+            direct) pid=$backend_pid h1=$BACKEND h2=$BACKEND ;;
+            haproxy) pid=$haproxy_pid h1=$HAPROXY_IP:8080 h2=$HAPROXY_IP:8081 ;;
+            peerd) pid=$peerd_pid h1=$PEERD_IP:8080 h2=$PEERD_IP:8081 ;;
+            bare-hyper) pid=$bare_pid h1=$BARE_IP:8080 h2= ;;
+        esac
+        r1=$(measure "$pid" run_wrk "$h1")
+        echo "$target h1 $r1" >>"$work/results"
+        r2="-"
+        if [ -n "$h2" ]; then
+            r2=$(measure "$pid" run_h2load "$h2")
+            echo "$target h2 $r2" >>"$work/results"
+        fi
+        echo "round $round $target  HTTP/1.1: $r1   HTTP/2: $r2" >&2
+    done
+done
+
+median() { # target proto column
+    awk -v t="$1" -v p="$2" -v c="$3" '$1 == t && $2 == p { print $c }' "$work/results" | sort -g |
+        awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
+}
+declare -A result
+for target in direct haproxy peerd bare-hyper; do
+    for proto in h1 h2; do
+        result[$target.$proto]="$(median $target $proto 3) $(median $target $proto 4) $(median $target $proto 5) $(median $target $proto 6)"
+    done
+done
+
+echo
+echo "wrk -t1 -c$CONNS -d$DURATION --latency; h2load -c$CONNS -n$H2_REQUESTS (h2c); medians of $ROUNDS rounds;" \
+    "peerd threads: $PEERD_THREADS; endpoint threads: $BACKEND_THREADS; pinned: ${proxy[*]:-no}"
+printf '%-10s %-6s %10s %9s %9s %8s\n' target proto rps p50_ms p99_ms cpu_us
+for target in direct haproxy peerd bare-hyper; do
+    for proto in h1 h2; do
+        [ "$target.$proto" = bare-hyper.h2 ] && continue
+        read -r rps p50 p99 cpu <<<"${result[$target.$proto]}"
+        printf '%-10s %-6s %10s %9s %9s %8s\n' "$target" "$proto" "$rps" "$p50" "$p99" "$cpu"
+    done
+done
+echo
+for proto in h1 h2; do
+    read -r hr hp50 hp99 hcpu <<<"${result[haproxy.$proto]}"
+    read -r pr pp50 pp99 pcpu <<<"${result[peerd.$proto]}"
+    awk -v proto="$proto" -v hr="$hr" -v pr="$pr" -v h50="$hp50" -v p50="$pp50" -v h99="$hp99" \
+        -v p99="$pp99" -v hc="$hcpu" -v pc="$pcpu" 'BEGIN {
+        printf "peerd/haproxy %s: rps %.2fx  p50 %.2fx  p99 %.2fx  cpu/request %.2fx\n",
+            proto, pr / hr, p50 / h50, p99 / h99, pc / hc }'
+done
+read -r br _ _ bcpu <<<"${result[bare-hyper.h1]}"
+read -r pr _ _ pcpu <<<"${result[peerd.h1]}"
+awk -v br="$br" -v pr="$pr" -v bc="$bcpu" -v pc="$pcpu" 'BEGIN {
+    printf "peerd/bare-hyper h1: rps %.2fx  cpu/request %.2fx\n", pr / br, pc / bc }'
+echo
+read -r pb pa popen pn pfail pf <<<"$mem_peerd"
+read -r hb ha hopen hn hfail hf <<<"$mem_haproxy"
+printf 'RSS with %s idle keep-alive clients: peerd %d -> %d KiB (%s open, %s failed); haproxy %d -> %d KiB (%s open, %s failed)\n' \
+    "$IDLE" "$pb" "$pa" "$pn" "$pf" "$hb" "$ha" "$hn" "$hf"
+awk -v pb="$pb" -v pa="$pa" -v hb="$hb" -v ha="$ha" -v n="$IDLE" 'BEGIN {
+    printf "per idle connection: peerd %.1f KiB, haproxy %.1f KiB\n", (pa - pb) / n, (ha - hb) / n }'

@@ -1,0 +1,157 @@
+//! Request and response bodies as they cross the proxy: streamed frame by frame (data and
+//! trailers), or small and buffered so that a request can be replayed on another endpoint.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::pool::Checkin;
+
+/// A request body sent upstream.
+#[derive(Debug)]
+pub(crate) enum ReqBody {
+    /// The client's body, streamed (sent at most once).
+    Stream(Incoming),
+    /// A buffered body (possibly empty), which can be cloned for another attempt.
+    Full(Option<Bytes>),
+}
+
+impl ReqBody {
+    /// A buffered body; `None` for an empty one.
+    pub(crate) fn full(bytes: Bytes) -> Self {
+        Self::Full((!bytes.is_empty()).then_some(bytes))
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Stream(body) => Pin::new(body).poll_frame(cx),
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Stream(body) => body.is_end_stream(),
+            Self::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Stream(body) => body.size_hint(),
+            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// A response body sent downstream: the upstream's, streamed, or one the proxy made.
+#[derive(Debug)]
+pub(crate) struct RespBody {
+    kind: RespKind,
+    /// Returns the upstream HTTP/1.1 connection to its pool once the body has been read whole.
+    checkin: Option<Checkin>,
+}
+
+#[derive(Debug)]
+enum RespKind {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl RespBody {
+    /// An empty body.
+    pub(crate) fn empty() -> Self {
+        Self::full(Bytes::new())
+    }
+
+    /// A body made by the proxy.
+    pub(crate) fn full(bytes: Bytes) -> Self {
+        Self {
+            kind: RespKind::Full((!bytes.is_empty()).then_some(bytes)),
+            checkin: None,
+        }
+    }
+
+    /// The upstream's body; `checkin` returns its connection to the pool when it ends.
+    pub(crate) fn upstream(body: Incoming, checkin: Option<Checkin>) -> Self {
+        let mut this = Self {
+            kind: RespKind::Upstream(body),
+            checkin,
+        };
+        this.check_in_if_done();
+        this
+    }
+
+    fn check_in_if_done(&mut self) {
+        if self.checkin.is_some()
+            && let RespKind::Upstream(body) = &self.kind
+            && body.is_end_stream()
+            && let Some(checkin) = self.checkin.take()
+        {
+            checkin.put();
+        }
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
+            RespKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            RespKind::Upstream(body) => {
+                let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
+                match &frame {
+                    None => {
+                        if let Some(checkin) = this.checkin.take() {
+                            checkin.put();
+                        }
+                    }
+                    Some(Ok(_)) => this.check_in_if_done(),
+                    // A broken body leaves the connection unusable: drop it.
+                    Some(Err(_)) => this.checkin = None,
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            RespKind::Upstream(body) => body.is_end_stream(),
+            RespKind::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            RespKind::Upstream(body) => body.size_hint(),
+            RespKind::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+impl Drop for RespBody {
+    fn drop(&mut self) {
+        // Bodies hyper never polls (HEAD, 204, content-length: 0) end here.
+        self.check_in_if_done();
+    }
+}

@@ -1,0 +1,433 @@
+//! Forwarding one HTTP request: pick, connect, send, retry, time out, answer.
+//!
+//! Retries. A request whose connection attempt fails is always tried on another endpoint
+//! (nothing was sent). A request is also retried after a 5xx, a reset or a per-try timeout when
+//! it is *replayable*: an idempotent method (GET, HEAD, OPTIONS, PUT, DELETE, TRACE) with no body
+//! or a body of at most [`MAX_REPLAY_BODY`] bytes announced by `content-length` (buffered before
+//! the first attempt). Such retries need the route's retry budget and stop at
+//! `Policy::max_attempts`. Nothing is retried once response headers went to the client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, TE, UPGRADE};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use l7proxy_balance::FailureKind;
+
+use crate::access_log::{AccessLogEntry, millis, unix_ms};
+use crate::body::{ReqBody, RespBody};
+use crate::config::Policy;
+use crate::errors::{self, ProxyError};
+use crate::failover::Failover;
+use crate::pool::{Checkin, Sender};
+use crate::proxy::Shared;
+use crate::route::{Route, tier_name};
+use crate::upgrade;
+
+/// Largest request body buffered to make an idempotent request replayable.
+pub(crate) const MAX_REPLAY_BODY: u64 = 64 * 1024;
+
+/// What one client connection's requests share.
+pub(crate) struct ConnCtx {
+    pub(crate) route: Arc<Route>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) client: SocketAddr,
+}
+
+/// Serves one request; every failure becomes the proxy's own response.
+pub(crate) async fn serve(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RespBody> {
+    let start = Instant::now();
+    let grpc = is_grpc(req.headers());
+    let summary = ctx.shared.access_log.enabled().then(|| Summary::of(&req));
+    let version = req.version();
+    let policy = ctx.route.policy();
+    let mut failover = Failover::default();
+    let on_upgrade = upgrade::requested(&req).then(|| hyper::upgrade::on(&mut req));
+    let result = forward(ctx, req, &policy, start, &mut failover, on_upgrade).await;
+    let (mut response, error) = match result {
+        Ok(response) => (response, None),
+        Err(error) => (errors::respond(&error, grpc), Some(error)),
+    };
+    *response.version_mut() = version;
+    let elapsed = start.elapsed();
+    let cluster = match (&error, failover.upstream) {
+        (None, Some((addr, _))) => ctx.route.cluster(&addr),
+        _ => Arc::from(""),
+    };
+    ctx.route
+        .metrics
+        .request(&cluster, response.status().as_u16(), elapsed);
+    if let Some(summary) = summary {
+        let upstream = failover.upstream;
+        ctx.shared.access_log.log(&AccessLogEntry {
+            unix_ms: unix_ms(),
+            service: ctx.route.name.to_string(),
+            client: ctx.client,
+            protocol: if version == Version::HTTP_2 {
+                "HTTP/2"
+            } else {
+                "HTTP/1.1"
+            },
+            method: summary.method,
+            authority: summary.authority,
+            path: summary.path,
+            status: response.status().as_u16(),
+            upstream: upstream.map(|(addr, _)| addr),
+            cluster: upstream.map(|(addr, _)| ctx.route.cluster(&addr).to_string()),
+            tier: upstream.map(|(_, tier)| tier_name(tier)),
+            attempts: failover.attempts,
+            duration_ms: millis(elapsed),
+            error: error.as_ref().map(ProxyError::reason),
+        });
+    }
+    response
+}
+
+/// The request body as the attempts see it.
+enum Pending {
+    /// Buffered (possibly empty): every attempt gets a copy.
+    Replay(Bytes),
+    /// Streamed: only one attempt can send it (`None` once sent).
+    Stream(Option<Incoming>),
+}
+
+impl Pending {
+    fn take(&mut self) -> Option<ReqBody> {
+        match self {
+            Self::Replay(bytes) => Some(ReqBody::full(bytes.clone())),
+            Self::Stream(body) => body.take().map(ReqBody::Stream),
+        }
+    }
+
+    /// Puts back a body that was never sent.
+    fn restore(&mut self, body: ReqBody) {
+        if let (Self::Stream(slot), ReqBody::Stream(body)) = (self, body) {
+            *slot = Some(body);
+        }
+    }
+}
+
+async fn forward(
+    ctx: &ConnCtx,
+    req: Request<Incoming>,
+    policy: &Policy,
+    start: Instant,
+    failover: &mut Failover,
+    mut on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response<RespBody>, ProxyError> {
+    let route = &*ctx.route;
+    route.deposit();
+    let deadline = start + policy.request_timeout;
+    let (mut parts, body) = req.into_parts();
+    let h2 = parts.version == Version::HTTP_2;
+    if !h2 {
+        // HTTP/2 has no connection-specific headers (RFC 9113 §8.2.2; h2 rejects them).
+        strip_hop_by_hop(&mut parts.headers, on_upgrade.is_some());
+    }
+    let idempotent = is_idempotent(&parts.method) && on_upgrade.is_none();
+    let mut pending = pending_body(body, &parts.headers, idempotent, deadline).await?;
+    let replayable = idempotent && matches!(pending, Pending::Replay(_));
+    let upgrading = on_upgrade.is_some();
+    let mut sent = 0u32;
+    loop {
+        let upstream = &route.upstream;
+        let timeout = policy.connect_timeout;
+        let (attempt, sender) = failover
+            .connect(route, deadline, |addr| async move {
+                match (h2, upgrading) {
+                    (true, _) => upstream.h2(addr, timeout).await,
+                    // An upgraded connection is consumed: never take it from the pool.
+                    (false, true) => upstream.h1_fresh(addr, timeout).await,
+                    (false, false) => upstream.h1(addr, timeout).await,
+                }
+            })
+            .await?;
+        let Some(body) = pending.take() else {
+            // Unreachable: streamed bodies are only retried when they were not sent.
+            return Err(failover
+                .last_error
+                .take()
+                .unwrap_or(ProxyError::UpstreamReset));
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = parts.uri.clone();
+        *request.version_mut() = parts.version;
+        // Replayable requests keep their headers for another attempt; the others get them
+        // back only if hyper returns the request unsent.
+        *request.headers_mut() = if replayable {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+        sent += 1;
+        let try_deadline = deadline.min(Instant::now() + policy.try_timeout);
+        let addr = attempt.addr;
+        let exchange = send(route, addr, sender, request, timeout);
+        let error = match tokio::time::timeout_at(try_deadline.into(), exchange).await {
+            Ok(Ok((response, checkin))) => {
+                let status = response.status();
+                if !status.is_server_error() {
+                    attempt.succeeded();
+                    return Ok(respond(response, checkin, on_upgrade.take()));
+                }
+                attempt.failed(FailureKind::Status5xx);
+                if !(replayable && may_retry(route, policy, sent, false)) {
+                    return Ok(respond(response, checkin, on_upgrade.take()));
+                }
+                tracing::debug!(service = %route.name, %addr, %status, "retrying");
+                ProxyError::UpstreamProtocol
+            }
+            Ok(Err(failure)) => {
+                attempt.failed(FailureKind::Reset);
+                // A request that never left the proxy may go anywhere, like a failed connect.
+                let unsent = failure.unsent.is_some();
+                if let Some(request) = failure.unsent {
+                    let (returned, body) = request.into_parts();
+                    if !replayable {
+                        parts.headers = returned.headers;
+                    }
+                    pending.restore(body);
+                }
+                if !((unsent || replayable) && may_retry(route, policy, sent, unsent)) {
+                    return Err(failure.error);
+                }
+                tracing::debug!(service = %route.name, %addr, error = %failure.error, "retrying");
+                failure.error
+            }
+            Err(_) => {
+                attempt.failed(FailureKind::Timeout);
+                if try_deadline >= deadline {
+                    return Err(ProxyError::RequestTimeout);
+                }
+                if !(replayable && may_retry(route, policy, sent, false)) {
+                    return Err(ProxyError::TryTimeout);
+                }
+                ProxyError::TryTimeout
+            }
+        };
+        failover.avoid(addr);
+        failover.last_error = Some(error);
+    }
+}
+
+/// Whether attempt `sent + 1` may go out: within `max_attempts`, and within the retry budget
+/// unless the retry is `free` (the failed attempt never sent the request). Counts the retry.
+fn may_retry(route: &Route, policy: &Policy, sent: u32, free: bool) -> bool {
+    if sent >= policy.max_attempts {
+        return false;
+    }
+    if free {
+        route.metrics.retry();
+        true
+    } else {
+        route.withdraw_retry()
+    }
+}
+
+/// Reads the request body when it is small and the request idempotent, so that it can be
+/// replayed; otherwise leaves it to be streamed.
+async fn pending_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    idempotent: bool,
+    deadline: Instant,
+) -> Result<Pending, ProxyError> {
+    if body.is_end_stream() {
+        return Ok(Pending::Replay(Bytes::new()));
+    }
+    if !(idempotent && content_length(headers).is_some_and(|n| n <= MAX_REPLAY_BODY)) {
+        return Ok(Pending::Stream(Some(body)));
+    }
+    match Box::pin(tokio::time::timeout_at(deadline.into(), body.collect())).await {
+        Ok(Ok(collected)) => Ok(Pending::Replay(collected.to_bytes())),
+        Ok(Err(_)) => Err(ProxyError::RequestBody),
+        Err(_) => Err(ProxyError::RequestTimeout),
+    }
+}
+
+/// A failed exchange; `unsent` holds the request when it never left the proxy.
+struct SendFailure {
+    error: ProxyError,
+    unsent: Option<Request<ReqBody>>,
+}
+
+/// Sends on `sender`; a pooled HTTP/1.1 connection the endpoint closed meanwhile is replaced by
+/// a fresh one once.
+async fn send(
+    route: &Route,
+    addr: SocketAddr,
+    sender: Sender,
+    request: Request<ReqBody>,
+    connect_timeout: std::time::Duration,
+) -> Result<(Response<Incoming>, Option<Checkin>), SendFailure> {
+    match sender {
+        Sender::H2(mut sender) => match sender.try_send_request(request).await {
+            Ok(response) => Ok((response, None)),
+            Err(mut e) => Err(SendFailure {
+                error: ProxyError::from_upstream(e.error()),
+                unsent: e.take_message(),
+            }),
+        },
+        Sender::H1 { mut sender, reused } => {
+            let mut request = request;
+            let mut fresh = !reused;
+            loop {
+                match sender.try_send_request(request).await {
+                    Ok(response) => {
+                        let checkin = Checkin::new(route.upstream.clone(), addr, sender);
+                        return Ok((response, Some(checkin)));
+                    }
+                    Err(mut e) => {
+                        let error = ProxyError::from_upstream(e.error());
+                        let Some(unsent) = e.take_message() else {
+                            return Err(SendFailure {
+                                error,
+                                unsent: None,
+                            });
+                        };
+                        if fresh {
+                            return Err(SendFailure {
+                                error,
+                                unsent: Some(unsent),
+                            });
+                        }
+                        match Box::pin(route.upstream.h1_fresh(addr, connect_timeout)).await {
+                            Ok(Sender::H1 { sender: s, .. }) => sender = s,
+                            _ => {
+                                return Err(SendFailure {
+                                    error,
+                                    unsent: Some(unsent),
+                                });
+                            }
+                        }
+                        request = unsent;
+                        fresh = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The upstream response as sent to the client.
+fn respond(
+    response: Response<Incoming>,
+    checkin: Option<Checkin>,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<RespBody> {
+    let (mut parts, body) = response.into_parts();
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(downstream) = on_upgrade
+        && let Some(upstream) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    {
+        upgrade::splice(downstream, upstream);
+        return Response::from_parts(parts, RespBody::empty());
+    }
+    if parts.version != Version::HTTP_2 {
+        strip_hop_by_hop(&mut parts.headers, false);
+    }
+    Response::from_parts(parts, RespBody::upstream(body, checkin))
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), keeping `te: trailers` (gRPC needs it) and,
+/// for upgrades, `connection: upgrade` and `upgrade`.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if !upgrade && let Some(value) = headers.remove(CONNECTION) {
+        // Headers the client named in `connection` are hop-by-hop too.
+        if let Ok(value) = value.to_str() {
+            for name in value.split(',') {
+                if let Ok(name) = HeaderName::from_bytes(name.trim().as_bytes()) {
+                    headers.remove(name);
+                }
+            }
+        }
+    }
+    for name in ["keep-alive", "proxy-connection", "transfer-encoding"] {
+        headers.remove(name);
+    }
+    if !upgrade {
+        headers.remove(UPGRADE);
+    }
+    if headers
+        .get(TE)
+        .is_some_and(|te| !te.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(TE);
+    }
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The request fields the access log needs, taken before the request is consumed.
+struct Summary {
+    method: String,
+    authority: String,
+    path: String,
+}
+
+impl Summary {
+    fn of(req: &Request<Incoming>) -> Self {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        Self {
+            method: req.method().to_string(),
+            authority,
+            path: req.uri().path().to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_end_to_end_ones_stay() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, "keep-alive, x-hop".parse().unwrap());
+        h.insert("x-hop", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(TE, "trailers".parse().unwrap());
+        h.insert("x-end", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["te", "x-end"]);
+
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, "upgrade".parse().unwrap());
+        h.insert(UPGRADE, "websocket".parse().unwrap());
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.len(), 2);
+    }
+}

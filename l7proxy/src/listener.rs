@@ -1,0 +1,197 @@
+//! Listeners and client connections: accept, detect the protocol, hand the connection to hyper
+//! (HTTP/1.1, HTTP/2) or to the opaque TCP forwarder.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use peerd_types::Protocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::detect::{self, Detected, MAX_HEAD, Prefixed};
+use crate::errors::{self, ProxyError};
+use crate::forward::{self, ConnCtx};
+use crate::proxy::Shared;
+use crate::route::Route;
+use crate::tcp;
+
+/// How long a client may take to send a request head, and how long an idle HTTP/1.1
+/// keep-alive connection stays open.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long and how much a rejected client's remaining bytes are drained before closing.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+/// Pending connections the kernel queues per listener.
+const BACKLOG: u32 = 4096;
+
+/// The route a listener serves; swapped in place when the configuration changes what is
+/// behind the address.
+pub(crate) type RouteSlot = RwLock<Arc<Route>>;
+
+/// A bound listener and its accept task.
+pub(crate) struct Listener {
+    pub(crate) slot: Arc<RouteSlot>,
+    pub(crate) task: JoinHandle<()>,
+}
+
+impl Listener {
+    /// Binds `addr` and starts accepting.
+    pub(crate) fn start(addr: SocketAddr, route: Route, shared: Arc<Shared>) -> io::Result<Self> {
+        let listener = bind(addr)?;
+        let slot = Arc::new(RwLock::new(Arc::new(route)));
+        let task = tokio::spawn(accept_loop(listener, slot.clone(), shared));
+        Ok(Self { slot, task })
+    }
+
+    pub(crate) fn route(&self) -> Arc<Route> {
+        self.slot
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_route(&self, route: Route) {
+        *self.slot.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(route);
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+async fn accept_loop(listener: TcpListener, slot: Arc<RouteSlot>, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, client)) => {
+                let route = slot.read().unwrap_or_else(PoisonError::into_inner).clone();
+                tokio::spawn(serve_connection(stream, client, route, shared.clone()));
+            }
+            Err(error) if is_per_connection(&error) => {
+                tracing::debug!(%error, "accept failed");
+            }
+            Err(error) => {
+                // Out of file descriptors or memory: back off instead of spinning.
+                tracing::warn!(%error, "accept failed; pausing this listener for 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    client: SocketAddr,
+    route: Arc<Route>,
+    shared: Arc<Shared>,
+) {
+    let _active = route.metrics.connection();
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%client, %error, "cannot set TCP_NODELAY");
+    }
+    let protocol = route.port.protocol;
+    if protocol == Protocol::Tcp {
+        let stream = Prefixed::new(Default::default(), stream);
+        return Box::pin(tcp::forward(stream, client, &route, &shared)).await;
+    }
+    let (detected, prefix) = detect::detect(&mut stream, HEAD_TIMEOUT).await;
+    let stream = Prefixed::new(prefix.freeze(), stream);
+    let ctx = ConnCtx {
+        route,
+        shared,
+        client,
+    };
+    match (protocol, detected) {
+        (_, Detected::Closed) => {}
+        (_, Detected::Reject(error)) => Box::pin(reject(stream, &error)).await,
+        (_, Detected::Http2) => Box::pin(serve_h2(stream, ctx)).await,
+        (Protocol::Http, Detected::Http1) => serve_h1(stream, ctx).await,
+        (Protocol::Http, Detected::Opaque) => {
+            Box::pin(tcp::forward(stream, client, &ctx.route, &ctx.shared)).await;
+        }
+        // HTTP/2 ports need the HTTP/2 preface.
+        (_, Detected::Http1) => Box::pin(reject(stream, &ProxyError::BadRequest)).await,
+        (_, Detected::Opaque) => errors::reset_tcp(stream.get_ref(), &ProxyError::BadRequest),
+    }
+}
+
+/// Answers a bad first request head and closes. The rest of what the client sends is read and
+/// dropped for a moment (a "lingering close"): closing with unread data would reset the
+/// connection and could destroy the answer before the client reads it.
+async fn reject(mut stream: Prefixed<TcpStream>, error: &ProxyError) {
+    tracing::debug!(reason = error.reason(), "rejecting request");
+    let response = errors::respond_raw_h1(error);
+    if stream.write_all(&response).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+async fn serve_h1(stream: Prefixed<TcpStream>, ctx: ConnCtx) {
+    let ctx = Arc::new(ctx);
+    let service = service_fn(move |req| {
+        let ctx = ctx.clone();
+        // Boxed: hyper keeps room for one request future per connection for the connection's
+        // whole life, and idle keep-alive connections should not pay for a large one.
+        Box::pin(async move { Ok::<_, Infallible>(forward::serve(&ctx, req).await) })
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_header_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(error) = connection.await {
+        tracing::trace!(%error, "client HTTP/1.1 connection ended");
+    }
+}
+
+async fn serve_h2(stream: Prefixed<TcpStream>, ctx: ConnCtx) {
+    let ctx = Arc::new(ctx);
+    let service = service_fn(move |req| {
+        let ctx = ctx.clone();
+        // Boxed: hyper keeps room for one request future per connection for the connection's
+        // whole life, and idle keep-alive connections should not pay for a large one.
+        Box::pin(async move { Ok::<_, Infallible>(forward::serve(&ctx, req).await) })
+    });
+    let connection = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD as u32)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(error) = connection.await {
+        tracing::trace!(%error, "client HTTP/2 connection ended");
+    }
+}

@@ -1,0 +1,253 @@
+//! Upstream connections, pooled per endpoint: HTTP/1.1 keep-alive connections (one request at a
+//! time each, idle ones reused newest first) and one multiplexed HTTP/2 connection per endpoint.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::body::ReqBody;
+use crate::dial::{BoxIo, Dialer};
+
+/// Idle HTTP/1.1 connections older than this are closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most idle HTTP/1.1 connections kept per endpoint.
+const MAX_IDLE_PER_ENDPOINT: usize = 1024;
+/// How long a reused HTTP/1.1 connection may take to become ready before another is used.
+const READY_WAIT: Duration = Duration::from_millis(100);
+/// After a failed HTTP/2 dial, requests queued behind it fail at once for this long instead of
+/// each dialing (and perhaps timing out) in turn.
+const H2_FAST_FAIL: Duration = Duration::from_millis(250);
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("connect timed out")]
+    Timeout,
+    #[error("connect failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+/// A connection ready for one request.
+pub(crate) enum Sender {
+    /// An HTTP/1.1 connection; `reused` when it came from the idle pool (and so may have been
+    /// closed by the endpoint in the meantime).
+    H1 {
+        sender: http1::SendRequest<ReqBody>,
+        reused: bool,
+    },
+    /// A handle on the endpoint's HTTP/2 connection.
+    H2(http2::SendRequest<ReqBody>),
+}
+
+/// The connections of one route to all its endpoints.
+pub(crate) struct Upstream {
+    dialer: Arc<dyn Dialer>,
+    h1: Mutex<HashMap<SocketAddr, Vec<IdleH1>>>,
+    h2: Mutex<HashMap<SocketAddr, Arc<H2Slot>>>,
+}
+
+struct IdleH1 {
+    sender: http1::SendRequest<ReqBody>,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct H2Slot {
+    sender: Mutex<Option<http2::SendRequest<ReqBody>>>,
+    /// Held while dialing, so that one dial serves every request waiting for the connection.
+    dialing: tokio::sync::Mutex<Option<(Instant, io::ErrorKind)>>,
+}
+
+impl H2Slot {
+    fn current(&self) -> Option<http2::SendRequest<ReqBody>> {
+        let mut sender = lock(&self.sender);
+        match &*sender {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            Some(_) => {
+                *sender = None;
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// Returns an HTTP/1.1 connection to the idle pool once its response has been read whole.
+pub(crate) struct Checkin {
+    upstream: Arc<Upstream>,
+    addr: SocketAddr,
+    sender: http1::SendRequest<ReqBody>,
+}
+
+impl std::fmt::Debug for Checkin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkin").field("addr", &self.addr).finish()
+    }
+}
+
+impl Checkin {
+    pub(crate) fn new(
+        upstream: Arc<Upstream>,
+        addr: SocketAddr,
+        sender: http1::SendRequest<ReqBody>,
+    ) -> Self {
+        Self {
+            upstream,
+            addr,
+            sender,
+        }
+    }
+
+    pub(crate) fn put(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = lock(&self.upstream.h1);
+        let list = idle.entry(self.addr).or_default();
+        if list.len() < MAX_IDLE_PER_ENDPOINT {
+            list.push(IdleH1 {
+                sender: self.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl Upstream {
+    pub(crate) fn new(dialer: Arc<dyn Dialer>) -> Self {
+        Self {
+            dialer,
+            h1: Mutex::default(),
+            h2: Mutex::default(),
+        }
+    }
+
+    /// Opens a byte stream to `addr` within `timeout`.
+    pub(crate) async fn dial(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<BoxIo, ConnectError> {
+        match tokio::time::timeout(timeout, self.dialer.dial(addr)).await {
+            Ok(Ok(io)) => Ok(io),
+            Ok(Err(e)) => Err(ConnectError::Io(e)),
+            Err(_) => Err(ConnectError::Timeout),
+        }
+    }
+
+    /// An HTTP/1.1 connection to `addr`: an idle one if any is ready, else a new one.
+    pub(crate) async fn h1(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
+        loop {
+            let idle = lock(&self.h1).get_mut(&addr).and_then(Vec::pop);
+            let Some(IdleH1 { mut sender, since }) = idle else {
+                break;
+            };
+            if since.elapsed() > IDLE_TIMEOUT || sender.is_closed() {
+                continue;
+            }
+            if sender.is_ready()
+                || matches!(
+                    tokio::time::timeout(READY_WAIT, sender.ready()).await,
+                    Ok(Ok(()))
+                )
+            {
+                return Ok(Sender::H1 {
+                    sender,
+                    reused: true,
+                });
+            }
+        }
+        // Boxed, like every dial: the pooled path stays a small future.
+        Box::pin(self.h1_fresh(addr, timeout)).await
+    }
+
+    /// A new HTTP/1.1 connection to `addr`.
+    pub(crate) async fn h1_fresh(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
+        let io = self.dial(addr, timeout).await?;
+        let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.with_upgrades().await {
+                tracing::trace!(%addr, %error, "upstream HTTP/1.1 connection ended");
+            }
+        });
+        Ok(Sender::H1 {
+            sender,
+            reused: false,
+        })
+    }
+
+    /// A handle on the HTTP/2 connection to `addr`, dialing it if there is none.
+    pub(crate) async fn h2(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
+        let slot = lock(&self.h2).entry(addr).or_default().clone();
+        if let Some(sender) = slot.current() {
+            return Ok(Sender::H2(sender));
+        }
+        let mut last_failure = slot.dialing.lock().await;
+        if let Some(sender) = slot.current() {
+            return Ok(Sender::H2(sender));
+        }
+        if let Some((at, kind)) = *last_failure
+            && at.elapsed() < H2_FAST_FAIL
+        {
+            return Err(ConnectError::Io(kind.into()));
+        }
+        let result = Box::pin(self.h2_dial(addr, timeout)).await;
+        match &result {
+            Ok(sender) => {
+                *lock(&slot.sender) = Some(sender.clone());
+                *last_failure = None;
+            }
+            Err(ConnectError::Io(e)) => *last_failure = Some((Instant::now(), e.kind())),
+            Err(_) => *last_failure = Some((Instant::now(), io::ErrorKind::TimedOut)),
+        }
+        result.map(Sender::H2)
+    }
+
+    async fn h2_dial(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<http2::SendRequest<ReqBody>, ConnectError> {
+        let io = self.dial(addr, timeout).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(io))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%addr, %error, "upstream HTTP/2 connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Closes pooled connections to endpoints `keep` rejects (removed from the service).
+    pub(crate) fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
+        lock(&self.h1).retain(|addr, _| keep(addr));
+        lock(&self.h2).retain(|addr, _| keep(addr));
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the pools hold no invariants a panic could break.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,212 @@
+//! The state behind one listener (one global name on one port): its balancer, policy, retry
+//! budget, upstream pools and metric handles. Everything here survives configuration updates
+//! that keep the name and protocol.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use l7proxy_balance::{Balancer, EndpointInfo, FailureKind, Outcome, Tier};
+use peerd_types::{Locality, ServicePort};
+
+use crate::budget::RetryBudget;
+use crate::config::Policy;
+use crate::dial::Dialer;
+use crate::metrics::{Metrics, ServiceMetrics};
+use crate::pool::Upstream;
+
+/// One listener's routing state.
+pub(crate) struct Route {
+    pub(crate) name: Arc<str>,
+    pub(crate) port: ServicePort,
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) metrics: ServiceMetrics,
+    local: Locality,
+    balancer: Mutex<Balancer>,
+    policy: RwLock<Arc<Policy>>,
+    budget: Mutex<RetryBudget>,
+    /// Endpoint address → cluster, for metric labels.
+    clusters: RwLock<HashMap<SocketAddr, Arc<str>>>,
+    /// The ejection each endpoint was last seen in, so that each is counted once.
+    ejections: Mutex<HashMap<SocketAddr, Instant>>,
+}
+
+impl Route {
+    pub(crate) fn new(
+        name: &str,
+        port: ServicePort,
+        local: Locality,
+        dialer: Arc<dyn Dialer>,
+        metrics: &Metrics,
+    ) -> Self {
+        let seed = std::collections::hash_map::RandomState::new().hash_one((name, port.port));
+        let policy = Policy::default();
+        let now = Instant::now();
+        Self {
+            name: Arc::from(name),
+            port,
+            upstream: Arc::new(Upstream::new(dialer)),
+            metrics: metrics.service(name),
+            balancer: Mutex::new(Balancer::new(local.clone(), policy.balancer_config(), seed)),
+            local,
+            budget: Mutex::new(RetryBudget::new(
+                policy.retry_budget_ratio,
+                policy.retry_budget_min_per_sec,
+                now,
+            )),
+            policy: RwLock::new(Arc::new(policy)),
+            clusters: RwLock::default(),
+            ejections: Mutex::default(),
+        }
+    }
+
+    /// Applies a new endpoint set and policy. Balancer state (latency estimates, ejections) is
+    /// kept unless the policy changes what the balancer may pick from.
+    pub(crate) fn apply(&self, endpoints: Vec<EndpointInfo>, policy: Policy) {
+        let now = Instant::now();
+        let clusters: HashMap<SocketAddr, Arc<str>> = endpoints
+            .iter()
+            .map(|e| (e.addr, Arc::from(e.locality.cluster.as_str())))
+            .collect();
+        self.upstream.retain(|addr| clusters.contains_key(addr));
+        lock(&self.ejections).retain(|addr, _| clusters.contains_key(addr));
+        {
+            let mut balancer = lock(&self.balancer);
+            if policy.balancer_config() != self.policy().balancer_config() {
+                let seed = std::collections::hash_map::RandomState::new()
+                    .hash_one((&*self.name, self.port.port));
+                *balancer = Balancer::new(self.local.clone(), policy.balancer_config(), seed);
+            }
+            balancer.set_endpoints(endpoints, now);
+        }
+        *self
+            .clusters
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = clusters;
+        lock(&self.budget).set_limits(policy.retry_budget_ratio, policy.retry_budget_min_per_sec);
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(policy);
+    }
+
+    pub(crate) fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Picks an endpoint for one attempt; the returned guard reports its outcome.
+    pub(crate) fn pick(&self, avoid: &[SocketAddr]) -> Option<Attempt<'_>> {
+        let now = Instant::now();
+        let pick = lock(&self.balancer).pick(now, avoid)?;
+        Some(Attempt {
+            route: self,
+            addr: pick.addr,
+            tier: pick.tier,
+            started: now,
+            reported: false,
+        })
+    }
+
+    /// The cluster label of an endpoint.
+    pub(crate) fn cluster(&self, addr: &SocketAddr) -> Arc<str> {
+        self.clusters
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(addr)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(""))
+    }
+
+    /// Counts a request against the retry budget.
+    pub(crate) fn deposit(&self) {
+        lock(&self.budget).deposit(Instant::now());
+    }
+
+    /// Takes a retry from the budget; counts it in `retries_total` when granted.
+    pub(crate) fn withdraw_retry(&self) -> bool {
+        let granted = lock(&self.budget).try_withdraw(Instant::now());
+        if granted {
+            self.metrics.retry();
+        }
+        granted
+    }
+
+    /// Runs `f` on the balancer (for `explain`).
+    pub(crate) fn with_balancer<T>(&self, f: impl FnOnce(&Balancer) -> T) -> T {
+        f(&lock(&self.balancer))
+    }
+
+    fn report(&self, addr: SocketAddr, outcome: Outcome) {
+        let now = Instant::now();
+        let mut balancer = lock(&self.balancer);
+        balancer.report(addr, outcome, now);
+        if matches!(outcome, Outcome::Failure { .. })
+            && let Some(until) = balancer.ejected_until(addr, now)
+        {
+            drop(balancer);
+            let mut seen = lock(&self.ejections);
+            if seen.get(&addr) != Some(&until) {
+                seen.insert(addr, until);
+                self.metrics.ejection();
+                tracing::debug!(service = %self.name, %addr, "endpoint ejected");
+            }
+        }
+    }
+}
+
+/// One attempt against one endpoint. Its outcome is reported to the balancer exactly once:
+/// explicitly, or when dropped (the client went away: no evidence against the endpoint).
+pub(crate) struct Attempt<'a> {
+    route: &'a Route,
+    pub(crate) addr: SocketAddr,
+    pub(crate) tier: Tier,
+    started: Instant,
+    reported: bool,
+}
+
+impl Attempt<'_> {
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub(crate) fn succeeded(mut self) {
+        self.reported = true;
+        let latency = self.elapsed();
+        self.route.report(self.addr, Outcome::Success { latency });
+    }
+
+    pub(crate) fn failed(mut self, kind: FailureKind) {
+        self.reported = true;
+        let latency = self.elapsed();
+        if kind == FailureKind::Connect {
+            self.route.metrics.connect_failure();
+        }
+        self.route
+            .report(self.addr, Outcome::Failure { kind, latency });
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            let latency = self.elapsed();
+            self.route.report(self.addr, Outcome::Success { latency });
+        }
+    }
+}
+
+/// The tier's name in logs and `explain`.
+pub(crate) fn tier_name(tier: Tier) -> &'static str {
+    match tier {
+        Tier::SameNode => "same-node",
+        Tier::SameZone => "same-zone",
+        Tier::SameRegion => "same-region",
+        Tier::Remote => "remote",
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
