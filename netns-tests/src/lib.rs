@@ -44,7 +44,7 @@ pub use mesh::{
 };
 pub use netns::Netns;
 pub use peerd::{
-    DnsSpec, EndpointSpec, MeshSpec, Peerd, PeerdConfig, PortSpec, ServiceSpec, peerd_bin,
+    DnsSpec, EndpointSpec, KubeSpec, MeshSpec, Peerd, PeerdConfig, PortSpec, ServiceSpec, peerd_bin,
 };
 pub use ping::{ping, ping_from, wait_ping};
 pub use preflight::{Need, check, under_ci};

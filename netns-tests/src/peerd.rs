@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-pub use config::{MeshSpec, PeerdConfig};
+pub use config::{KubeSpec, MeshSpec, PeerdConfig};
 pub use service::{DnsSpec, EndpointSpec, PortSpec, ServiceSpec};
 
 use crate::netns::Netns;
@@ -113,6 +113,10 @@ impl Peerd {
         .stdin(std::process::Stdio::null())
         .stdout(open(&self.stdout)?)
         .stderr(open(&self.stderr)?);
+        if let Some(k) = &self.cfg.kubernetes {
+            cmd.env("NODE_NAME", &k.node_name)
+                .env("KUBECONFIG", &k.kubeconfig);
+        }
         let mut child = cmd.spawn().context("cannot start peerd")?;
         let ready = wait_until(READY, "peerd status to answer", || {
             if let Some(status) = child.try_wait()? {

@@ -1,5 +1,5 @@
 //! The TOML file a [`crate::Peerd`] is started with (the `[node]`, `[admin]`, `[mesh]`, `[dns]`,
-//! `[[service]]` and `[[peer]]` tables of DESIGN.md's config contract).
+//! `[kubernetes]`, `[[service]]` and `[[peer]]` tables of DESIGN.md's config contract).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -33,6 +33,8 @@ pub struct PeerdConfig {
     pub address6: Option<Ipv6Addr>,
     /// Pod CIDRs of this node.
     pub pod_cidrs: Vec<String>,
+    /// `mode = "userspace"` (smoltcp inside peerd, no TUN) instead of `"kernel"`.
+    pub userspace: bool,
     /// Leave `uapi_dir` out, so the UAPI socket is `/var/run/wireguard/<iface>.sock` and `wg show`
     /// finds it. When false (the default) it goes to `<dir>/wg`, out of every other test's way.
     pub default_uapi_dir: bool,
@@ -44,6 +46,20 @@ pub struct PeerdConfig {
     pub dns: Option<DnsSpec>,
     /// The `[[service]]` tables: services this node exports.
     pub services: Vec<ServiceSpec>,
+    /// The `[kubernetes]` table (services from a Kubernetes API server), if any.
+    pub kubernetes: Option<KubeSpec>,
+}
+
+/// The `[kubernetes]` table, and the environment the daemon needs with it (peerd takes the node
+/// name from `NODE_NAME` and the API server from `KUBECONFIG`).
+#[derive(Debug, Clone)]
+pub struct KubeSpec {
+    /// `NODE_NAME`: the name of this node's Node object.
+    pub node_name: String,
+    /// `KUBECONFIG`: a kubeconfig file naming the API server.
+    pub kubeconfig: PathBuf,
+    /// `service_export_version`; `None` leaves it out (peerd's default, `v1alpha1`).
+    pub service_export_version: Option<String>,
 }
 
 /// The `[mesh]` table: certificate files, seeds and the state directory.
@@ -79,11 +95,13 @@ impl PeerdConfig {
             address,
             address6: None,
             pod_cidrs: Vec::new(),
+            userspace: false,
             default_uapi_dir: false,
             peers: Vec::new(),
             mesh: None,
             dns: None,
             services: Vec::new(),
+            kubernetes: None,
         }
     }
 
@@ -101,7 +119,11 @@ impl PeerdConfig {
                 address: self.address.to_string(),
                 address6: self.address6.map(|a| a.to_string()),
                 pod_cidrs: &self.pod_cidrs,
-                mode: "kernel",
+                mode: if self.userspace {
+                    "userspace"
+                } else {
+                    "kernel"
+                },
             },
             admin: Admin {
                 socket: socket.to_string_lossy().into_owned(),
@@ -117,6 +139,9 @@ impl PeerdConfig {
                 advertise: m.advertise.iter().map(ToString::to_string).collect(),
             }),
             dns: self.dns.as_ref(),
+            kubernetes: self.kubernetes.as_ref().map(|k| Kubernetes {
+                service_export_version: k.service_export_version.as_deref(),
+            }),
             service: &self.services,
             peer: self
                 .peers
@@ -142,6 +167,8 @@ struct File<'a> {
     mesh: Option<Mesh>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dns: Option<&'a DnsSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kubernetes: Option<Kubernetes<'a>>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     service: &'a [ServiceSpec],
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -183,6 +210,12 @@ struct Mesh {
     tunnel_same_cluster: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     advertise: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Kubernetes<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_export_version: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -288,5 +321,35 @@ mod tests {
         );
         assert_eq!(service["endpoints"][0]["port"].as_integer(), Some(8080));
         assert_eq!(service["endpoints"][0]["ready"].as_bool(), Some(false));
+        assert!(v.get("kubernetes").is_none(), "{text}");
+    }
+
+    #[test]
+    fn renders_the_kubernetes_table_without_the_environment() {
+        let mut cfg = PeerdConfig::new("east-0", "pd0", "KEY", Ipv4Addr::new(10, 1, 0, 1));
+        let mut kube = KubeSpec {
+            node_name: "east-0".to_owned(),
+            kubeconfig: "/t/east.kubeconfig".into(),
+            service_export_version: None,
+        };
+        cfg.kubernetes = Some(kube.clone());
+        let paths = (
+            Path::new("/t/a.key"),
+            Path::new("/t/a.sock"),
+            Path::new("/t/wg"),
+        );
+        let text = cfg.render(paths.0, paths.1, paths.2).unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        let table = v["kubernetes"].as_table().expect("a [kubernetes] table");
+        assert!(table.is_empty(), "{text}");
+        kube.service_export_version = Some("v1beta1".to_owned());
+        cfg.kubernetes = Some(kube);
+        let text = cfg.render(paths.0, paths.1, paths.2).unwrap();
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(
+            v["kubernetes"]["service_export_version"].as_str(),
+            Some("v1beta1"),
+            "{text}"
+        );
     }
 }

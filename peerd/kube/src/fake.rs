@@ -183,6 +183,19 @@ impl FakeApiServer {
     /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
     pub async fn start() -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve(listener)
+    }
+
+    /// Serves on a listener the caller bound, on the current tokio runtime: for a socket made
+    /// in another network namespace (a thread that entered it with `setns` binds it there, and
+    /// the socket stays in that namespace), so a daemon inside that namespace reaches the fake
+    /// on its own `127.0.0.1`. [`Self::url`] and the kubeconfig use the listener's address.
+    pub async fn start_on(listener: std::net::TcpListener) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        Self::serve(tokio::net::TcpListener::from_std(listener)?)
+    }
+
+    fn serve(listener: tokio::net::TcpListener) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),

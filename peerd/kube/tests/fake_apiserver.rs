@@ -310,3 +310,39 @@ async fn an_https_client_builds_with_the_ring_provider() {
         .unwrap();
     kube::Client::try_from(config).expect("an HTTPS client");
 }
+
+/// A listener the caller bound (as an end-to-end test binds one inside a network namespace)
+/// serves the same API: the kubeconfig names its address, and a source sees the cluster.
+#[tokio::test]
+async fn a_server_on_a_caller_bound_listener_serves_lists_and_watches() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = FakeApiServer::start_on(listener).await.unwrap();
+    assert_eq!(server.addr(), addr);
+    assert!(
+        server
+            .kubeconfig()
+            .contains(&format!("server: http://{addr}\n"))
+    );
+    for name in FIXTURES {
+        server.apply(fixture(name).unwrap()).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let client = client_from_file(&server, &dir).await;
+    let source = KubeSource::start(client, "east-1".into()).await.unwrap();
+    let view = wait_for(&source, Duration::from_secs(5), |v| v.is_some()).await;
+    assert_eq!(view, server.expected_view("east-1"));
+    server
+        .delete(
+            "multicluster.x-k8s.io/v1alpha1",
+            "ServiceExport",
+            Some("shop"),
+            "web",
+        )
+        .unwrap();
+    wait_for(&source, Duration::from_secs(2), |v| {
+        v.as_ref()
+            .is_some_and(|v| v.exports.iter().all(|e| e.key.name != "web"))
+    })
+    .await;
+}
