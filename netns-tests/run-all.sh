@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 need=()
 for pair in wireguard-go:wireguard-go wg:wireguard-tools ip:iproute2 iperf3:iperf3 \
-    ethtool:ethtool ping:iputils-ping dig:bind9-dnsutils unbound:unbound nstat:iproute2; do
+    ethtool:ethtool ping:iputils-ping dig:bind9-dnsutils unbound:unbound nstat:iproute2 \
+    curl:curl setpriv:util-linux; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

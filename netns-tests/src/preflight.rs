@@ -25,6 +25,10 @@ pub enum Need {
     Dig,
     /// The `unbound` resolver.
     Unbound,
+    /// `curl`.
+    Curl,
+    /// `setpriv` (util-linux), to run as an unprivileged user.
+    Setpriv,
 }
 
 /// Checks every need; the error names all that are missing.
@@ -68,6 +72,8 @@ fn check_one(need: Need) -> Result<(), String> {
         Need::Wg => program("wg"),
         Need::Dig => program("dig"),
         Need::Unbound => program("unbound"),
+        Need::Curl => program("curl"),
+        Need::Setpriv => program("setpriv"),
         Need::Peerd => crate::peerd_bin().map(|_| ()).map_err(|e| format!("{e:#}")),
     }
 }

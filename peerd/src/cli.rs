@@ -64,6 +64,8 @@ enum Command {
     /// Kubernetes helpers.
     #[command(subcommand)]
     Kube(KubeCommand),
+    /// Run a whole multi-cluster mesh on this machine with sample services; no root needed.
+    Demo(crate::demo::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +178,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Ca(ca) => run_ca(ca),
+        Command::Demo(args) => crate::demo::run(args),
         Command::Kube(KubeCommand::Init {
             template,
             config,

@@ -44,9 +44,9 @@ pub struct DnsSection {
     /// UDP and TCP listen address.
     #[serde(default = "default_dns_listen")]
     pub listen: SocketAddr,
-    /// Virtual IPs of global names come from here.
-    #[serde(default = "default_service_cidr")]
-    pub service_cidr: ipnet::Ipv4Net,
+    /// Virtual IPs of global names come from here (default: [`default_service_cidr`] in
+    /// kernel mode, [`USERSPACE_SERVICE_CIDR`] in userspace mode).
+    pub service_cidr: Option<ipnet::Ipv4Net>,
     /// Upstream resolvers for other names (default: /etc/resolv.conf's).
     #[serde(default)]
     pub upstream: Vec<SocketAddr>,
@@ -145,6 +145,9 @@ pub struct EndpointSection {
     /// Whether it takes traffic.
     #[serde(default = "yes")]
     pub ready: bool,
+    /// Userspace mode: the real socket that connections arriving through the tunnel for this
+    /// endpoint are copied to (default `127.0.0.1:<port>`; only for a single target port).
+    pub local: Option<SocketAddr>,
 }
 
 /// `[mesh]`: the control plane. Without it, peerd runs static peers only.
@@ -368,10 +371,7 @@ impl Config {
             return bad("mtu", format!("{mtu} is outside 1280..=9000"));
         }
         if node.mode == Mode::Userspace {
-            return bad(
-                "mode",
-                "\"userspace\" is not available in this version; use \"kernel\"".into(),
-            );
+            self.validate_userspace()?;
         }
         if let Some(mesh) = &self.mesh {
             let bad = |key, message: String| Err(("mesh", None, key, message));
@@ -438,16 +438,14 @@ impl Config {
                 );
             }
         }
-        if let Some(dns) = &self.dns
-            && dns.service_cidr.prefix_len() > 28
-        {
+        if self.service_cidr().prefix_len() > 28 {
             return Err((
                 "dns",
                 None,
                 "service_cidr",
                 format!(
                     "{} is too small for virtual IPs (use /28 or larger)",
-                    dns.service_cidr
+                    self.service_cidr()
                 ),
             ));
         }
@@ -625,6 +623,11 @@ fn default_dns_listen() -> SocketAddr {
 }
 
 /// The default `[dns] service_cidr`.
+/// Userspace mode's default service CIDR: loopback, which Linux delivers locally with no
+/// address to configure.
+pub const USERSPACE_SERVICE_CIDR: &str = "127.253.0.0/16";
+
+/// Kernel mode's default service CIDR.
 pub fn default_service_cidr() -> ipnet::Ipv4Net {
     "10.253.0.0/16".parse().expect("valid literal")
 }
@@ -742,6 +745,8 @@ fn locate(text: &str, table: &str, index: Option<usize>, key: &str) -> Option<us
     }
     header
 }
+
+mod userspace;
 
 #[cfg(test)]
 mod tests;

@@ -7,10 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use ipnet::IpNet;
-use overlay::device::Device;
-use overlay::tun::{Tun, TunConfig};
 use overlay::uapi::{self, InterfaceSettings, Request as UapiRequest};
 use overlay::udp::UdpIo;
 use overlay::{Node, PeerConfig, PresharedKey, PrivateKey, PublicKey};
@@ -18,9 +16,9 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::{self, Request};
 use crate::catalog::{Catalog, NodeExports, ServiceSource, StaticSource};
-use crate::config::{Config, Mode, PeerSection};
+use crate::config::{Config, PeerSection};
+use crate::datapath::{Attach, DataPath};
 use crate::meshd::{self, MeshRuntime};
-use crate::netlink::Netlink;
 use crate::uapi_server;
 
 mod view;
@@ -30,10 +28,7 @@ pub struct Daemon {
     config_path: PathBuf,
     config: Mutex<Config>,
     node: Arc<Mutex<Node>>,
-    device: Device,
-    netlink: Netlink,
-    tun_index: u32,
-    offload: bool,
+    data: DataPath,
     listen_port: u16,
     mesh: Option<Arc<MeshRuntime>>,
     /// This node's static service exports (the config file).
@@ -68,40 +63,11 @@ pub async fn run(config_path: &Path) -> Result<()> {
     }
     let udp = UdpIo::bind(config.node.listen_port).context("node.listen_port")?;
     let listen_port = udp.local_addr()?.port();
-    let tun = match config.node.mode {
-        Mode::Kernel => {
-            let mut tun_config = TunConfig::new(&config.node.interface);
-            tun_config.mtu = config.mtu();
-            Tun::create(&tun_config).with_context(|| {
-                format!(
-                    "cannot create TUN device {} (kernel mode needs CAP_NET_ADMIN and /dev/net/tun)",
-                    config.node.interface
-                )
-            })?
-        }
-        Mode::Userspace => bail!("userspace mode is not available in this version"),
-    };
-    let tun_index = tun.if_index()?;
-    let offload = tun.offload();
-    let netlink = Netlink::connect()?;
-    netlink
-        .add_address(tun_index, config.node.address.into(), 32)
-        .await?;
-    if let Some(v6) = config.node.address6 {
-        netlink.add_address(tun_index, v6.into(), 128).await?;
-    }
-    netlink.set_up(tun_index).await?;
-    // Virtual IPs of global names are local addresses of every node, so the proxy can listen on
-    // them and pods behind the node reach them through their default route.
-    let service_cidr = config
-        .dns
-        .as_ref()
-        .map_or_else(crate::config::default_service_cidr, |d| d.service_cidr);
-    netlink.add_local_route(service_cidr).await?;
+    let attach = crate::datapath::attach(&config).await?;
 
     let (mesh, control) = match &config.mesh {
         Some(section) => {
-            let endpoints = advertised(&netlink, &config, section, tun_index, listen_port).await?;
+            let endpoints = advertised(&attach, &config, section, listen_port).await?;
             let runtime = MeshRuntime::build(&config, section, private, endpoints)?;
             let (tx, rx) = tokio::sync::mpsc::channel(meshd::QUEUE);
             (Some(Arc::new(runtime)), Some((meshd::sink(tx), rx)))
@@ -110,8 +76,8 @@ pub async fn run(config_path: &Path) -> Result<()> {
     };
     let (sink, control_rx) = control.map_or((None, None), |(s, r)| (Some(s), Some(r)));
     let node = Arc::new(Mutex::new(node));
-    let device =
-        Device::start_with(node.clone(), tun, udp, sink).context("cannot start the data path")?;
+    let data = attach.start(&config, node.clone(), udp, sink)?;
+    data.set_forwards(&config.forwards());
     let admin_socket = config.admin_socket();
     let metrics_addr = config.admin.metrics;
     let uapi_socket = config.uapi_socket();
@@ -147,17 +113,14 @@ pub async fn run(config_path: &Path) -> Result<()> {
         zone: config.node.zone.clone(),
         node: config.node.name.clone(),
     };
-    let proxy = Arc::new(l7proxy::Proxy::new(locality, Arc::new(l7proxy::TcpDialer)));
+    let proxy = Arc::new(l7proxy::Proxy::new(locality, data.dialer()));
     let (proxy_routes, routes_rx) = tokio::sync::watch::channel(l7proxy::ProxyConfig::default());
     tokio::spawn(crate::proxyd::run(proxy.clone(), routes_rx));
     let daemon = Arc::new(Daemon {
         config_path: config_path.to_owned(),
         config: Mutex::new(config),
         node,
-        device,
-        netlink,
-        tun_index,
-        offload,
+        data,
         listen_port,
         mesh,
         source: Mutex::new(Box::new(StaticSource(exports))),
@@ -211,8 +174,9 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let uapi_task = tokio::spawn(uapi_server::serve(uapi_listener, daemon.clone()));
     tracing::info!(
         interface = %daemon.lock_config().node.interface,
+        mode = daemon.data.mode(),
         port = listen_port,
-        offload,
+        offload = daemon.data.offload(),
         mesh = daemon.mesh.is_some(),
         admin = %admin_socket.display(),
         "peerd ready"
@@ -247,18 +211,17 @@ pub async fn run(config_path: &Path) -> Result<()> {
 /// The underlay endpoints to announce: configured ones, or every global address of this host
 /// (except the tunnel's and those inside the node's own pod CIDRs) with the listen port.
 async fn advertised(
-    netlink: &Netlink,
+    attach: &Attach,
     config: &Config,
     mesh: &crate::config::MeshSection,
-    tun_index: u32,
     port: u16,
 ) -> Result<Vec<SocketAddr>> {
     if !mesh.advertise.is_empty() {
         return Ok(mesh.advertise.clone());
     }
     let own = &config.node.pod_cidrs;
-    let found: Vec<SocketAddr> = netlink
-        .global_addresses(tun_index)
+    let found: Vec<SocketAddr> = attach
+        .host_addresses()
         .await?
         .into_iter()
         .filter(|ip| !own.iter().any(|n| n.contains(ip)))
@@ -288,7 +251,7 @@ impl Daemon {
 
     /// Sends a control datagram from the WireGuard port.
     pub fn send_other(&self, to: SocketAddr, datagram: &[u8]) -> std::io::Result<()> {
-        self.device.send_other(to, datagram)
+        self.data.send_other(to, datagram)
     }
 
     /// Reprograms WireGuard peers and routes from the mesh, and saves the mesh state.
@@ -299,7 +262,7 @@ impl Daemon {
             if let Err(e) = self.sync_routes().await {
                 tracing::warn!(error = %format!("{e:#}"), "route sync after a mesh change failed");
             }
-            self.device.flush();
+            self.data.flush();
         }
         mesh.save();
         self.rebuild_catalog();
@@ -353,12 +316,7 @@ impl Daemon {
                 zone: n.zone.clone(),
                 node: n.name.clone(),
             };
-            (
-                locality,
-                c.dns
-                    .as_ref()
-                    .map_or_else(crate::config::default_service_cidr, |d| d.service_cidr),
-            )
+            (locality, c.service_cidr())
         };
         let own = self.own_exports();
         let nodes = self.mesh.as_ref().map(|m| m.nodes()).unwrap_or_default();
@@ -381,6 +339,7 @@ impl Daemon {
             });
         }
         let catalog = Catalog::build(all, cidr);
+        self.data.set_forwards(&self.lock_config().forwards());
         let mut current = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
         if **current != catalog {
             tracing::debug!(services = catalog.services.len(), "catalog changed");
@@ -440,7 +399,7 @@ impl Daemon {
                     if let Err(e) = self.sync_routes().await {
                         tracing::warn!(error = %format!("{e:#}"), "route sync after wg set failed");
                     }
-                    self.device.flush();
+                    self.data.flush();
                 }
                 "errno=0\n\n".into()
             }
@@ -491,7 +450,7 @@ impl Daemon {
         if let Err(e) = self.sync_routes().await {
             tracing::warn!(error = %format!("{e:#}"), "route sync after reload failed");
         }
-        self.device.flush();
+        self.data.flush();
         tracing::info!("configuration reloaded");
     }
 
@@ -510,10 +469,7 @@ impl Daemon {
             .flat_map(|p| p.allowed_ips.iter().copied())
             .filter(|net| net.prefix_len() > 0 && !own.iter().any(|o| o.contains(net)))
             .collect();
-        let changes = self
-            .netlink
-            .sync_routes(self.tun_index, &desired, Some(src4), src6)
-            .await?;
+        let changes = self.data.sync_routes(&desired, src4, src6).await?;
         if !changes.added.is_empty() || !changes.removed.is_empty() {
             tracing::info!(added = ?changes.added, removed = ?changes.removed, "routes updated");
         }

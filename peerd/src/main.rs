@@ -9,6 +9,8 @@ mod catalog;
 mod cli;
 mod config;
 mod daemon;
+mod datapath;
+mod demo;
 mod icmp;
 mod kube_init;
 mod meshd;

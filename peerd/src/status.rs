@@ -143,7 +143,11 @@ pub fn render(status: &Status) -> String {
         },
         n.public_key,
         n.listen_port,
-        n.interface,
+        if n.mode == "userspace" {
+            "userspace"
+        } else {
+            &n.interface
+        },
         n.address,
         n.address6
             .as_ref()

@@ -47,6 +47,7 @@ mod join;
 mod reflection;
 mod restart;
 mod trust;
+mod userspace;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -182,7 +182,7 @@ fn services_and_dns_parse_into_exports() {
     );
     let c = parse(&text).unwrap();
     let dns = c.dns.as_ref().unwrap();
-    assert_eq!(dns.service_cidr.to_string(), "10.253.0.0/16");
+    assert_eq!(c.service_cidr().to_string(), "10.253.0.0/16");
     assert_eq!(dns.ttl, 5);
     let exports = c.exports();
     assert_eq!(exports.len(), 1);
@@ -268,4 +268,45 @@ fn kubernetes_templates_render_into_valid_configs() {
         assert!(c.kubernetes.is_some());
         assert!(c.node_owns(c.node.address.into()));
     }
+}
+
+#[test]
+fn userspace_mode_defaults_to_loopback_vips_and_forwards_endpoints_to_loopback() {
+    let text = format!(
+        "{}mode = \"userspace\"\n\n[[service]]\nname = \"web\"\nnamespace = \"shop\"\n\
+         ports = [{{ name = \"http\", port = 80, protocol = \"http\" }}]\n\
+         endpoints = [{{ address = \"10.0.0.1\", port = 18080 }}]\n\n[[service]]\nname = \"db\"\nnamespace = \"shop\"\n\
+         ports = [{{ name = \"sql\", port = 5432, protocol = \"tcp\" }}]\n\
+         endpoints = [{{ address = \"10.0.0.1\", port = 5432, local = \"127.0.0.9:15432\" }}]\n",
+        minimal()
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.service_cidr().to_string(), "127.253.0.0/16");
+    let forwards = c.forwards();
+    assert_eq!(forwards.len(), 2, "{forwards:?}");
+    let at = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+    assert_eq!(forwards[&at("10.0.0.1:18080")], at("127.0.0.1:18080"));
+    assert_eq!(forwards[&at("10.0.0.1:5432")], at("127.0.0.9:15432"));
+    // Kernel mode forwards nothing: endpoints are real addresses there.
+    let kernel = parse(&text.replace("mode = \"userspace\"\n", "")).unwrap();
+    assert!(kernel.forwards().is_empty());
+    assert_eq!(kernel.service_cidr().to_string(), "10.253.0.0/16");
+}
+
+#[test]
+fn userspace_mode_refuses_vips_off_loopback_and_endpoints_off_the_node() {
+    let base = format!("{}mode = \"userspace\"\n", minimal());
+    let e = parse(&format!(
+        "{base}\n[dns]\nservice_cidr = \"10.253.0.0/16\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("dns.service_cidr"), "{e}");
+    assert!(e.to_string().contains("127.0.0.0/8"), "{e}");
+    let elsewhere = format!(
+        "{base}\n[[service]]\nname = \"web\"\nnamespace = \"shop\"\n\
+         ports = [{{ name = \"http\", port = 80, protocol = \"http\" }}]\n\
+         endpoints = [{{ address = \"10.0.0.10\", port = 8080 }}]\n"
+    );
+    let e = parse(&elsewhere).unwrap_err();
+    assert!(e.to_string().contains("overlay address"), "{e}");
 }

@@ -145,8 +145,8 @@ impl Daemon {
                 address: n.address.to_string(),
                 address6: n.address6.map(|a| a.to_string()),
                 pod_cidrs: n.pod_cidrs.iter().map(ToString::to_string).collect(),
-                mode: "kernel".into(),
-                offload: self.offload,
+                mode: self.data.mode().into(),
+                offload: self.data.offload(),
                 drops: node_drops
                     .nonzero()
                     .map(|(r, n)| (r.to_string(), n))
@@ -159,6 +159,10 @@ impl Daemon {
 
     /// Pings `target` (a node name, `cluster/name`, or a static peer's name) through the tunnel.
     pub(super) async fn ping(&self, target: &str, count: u32) -> Result<PingReport> {
+        anyhow::ensure!(
+            self.data.mode() == "kernel",
+            "peerd ping sends ICMP through the TUN device; a userspace-mode node has none (check the tunnel with peerd status)"
+        );
         let (dst, src, name) = self.ping_target(target)?;
         let key = self.lock_node().route(dst);
         let endpoint = key
