@@ -130,6 +130,9 @@ impl Balancer {
         let (default_rtt, decay) = (self.config.default_rtt, self.config.decay);
         let cost = |i: usize| {
             let e = &endpoints[i];
+            if e.outlier.awaits_probe(now) {
+                return 0.0;
+            }
             e.ewma.at(now, default_rtt, decay) * f64::from(e.in_flight.saturating_add(1))
         };
         let i = choose::p2c(
@@ -141,6 +144,7 @@ impl Balancer {
         )?;
         let e = &mut self.endpoints[i];
         e.in_flight = e.in_flight.saturating_add(1);
+        e.outlier.picked(now);
         Some(Pick {
             addr: e.info.addr,
             tier: e.tier,
@@ -175,7 +179,9 @@ impl Balancer {
             .count();
         let allowed = outlier::max_ejected(self.tiers[tier].len() as u32, &self.config.outlier);
         let e = &mut self.endpoints[i];
-        if (ejected as u32) < allowed {
+        // A refused connection is certain; only ejections on ambiguous signals are capped.
+        let uncapped = matches!(cause, outlier::Cause::Connect(_)) && allowed > 0;
+        if uncapped || (ejected as u32) < allowed {
             e.outlier.eject(cause, now, &self.config.outlier);
             self.cache = None;
         } else {

@@ -16,8 +16,9 @@ pub struct OutlierConfig {
     /// Upper bound of one ejection, and the clean period after which the ejection count halves.
     /// Default 30 s.
     pub max_ejection: Duration,
-    /// Most of a tier's endpoints that may be ejected at once, in percent, rounded down but at
-    /// least one; 0 disables ejection. Default 50.
+    /// Most of a tier's endpoints that may be ejected at once for failures of any kind, in
+    /// percent, rounded down but at least one; ejections for connect failures do not count
+    /// against it and are not limited by it. 0 disables ejection. Default 50.
     pub max_ejected_percent: u8,
 }
 

@@ -48,11 +48,16 @@
 //! `consecutive_failures` failures in a row (any kind), or `consecutive_connect_failures` connect
 //! failures in a row, eject an endpoint for `base_ejection × 2^(ejections − 1)`, capped at
 //! `max_ejection`; a success resets the run, and the ejection count halves for every clean
-//! `max_ejection` since the last ejection ended. At most `max_ejected_percent` of a tier's
-//! endpoints are ejected at once, rounded down but at least one, so a lone same-node endpoint
-//! that refuses connections spills its traffic to the next tier (if it is the only endpoint at
-//! all, the last resort keeps using it). Ejected endpoints return by themselves when the time is
-//! up; outcomes of attempts still in flight never extend an ejection.
+//! `max_ejection` since the last ejection ended. Ejections for failures of any kind are capped:
+//! at most `max_ejected_percent` of a tier's endpoints are ejected at once, rounded down but at
+//! least one, because 5xx answers and timeouts may come from the requests or from an overload of
+//! the whole fleet. Ejections for connect failures are not capped: a refused connection is direct
+//! evidence that nothing serves there, so when two of three local endpoints die, both leave and
+//! the tier's share drops to 1.4 × 1/3 at once (if no endpoint is left at all, the last resort
+//! keeps using them). Ejected endpoints return by themselves when the time is up, and the first
+//! pick in their tier that draws a returning endpoint takes it whatever its cost (a probe), so
+//! its penalised estimate cannot keep it counted healthy without ever being tried; outcomes of
+//! attempts still in flight never extend an ejection.
 //!
 //! # Retries
 //! `avoid` lists endpoints this request already tried. The retry sees the world without them:

@@ -39,6 +39,9 @@ pub(crate) struct Outlier {
     cause: Option<Cause>,
     /// An ejection was due but the tier was at its cap; cleared by a success or an ejection.
     held: Option<Cause>,
+    /// Ejected, and not picked since: once the ejection ends, the next pick that draws it
+    /// takes it (a probe).
+    probe: bool,
 }
 
 impl Outlier {
@@ -107,10 +110,23 @@ impl Outlier {
         self.ejected_until = Some(until);
         self.cause = Some(cause);
         self.held = None;
+        self.probe = true;
         // A returning endpoint must fail a full run again before the next ejection.
         self.consecutive = 0;
         self.consecutive_connect = 0;
         until
+    }
+
+    /// Whether the endpoint is back from an ejection and has not been tried since.
+    pub(crate) fn awaits_probe(&self, now: Instant) -> bool {
+        self.probe && !self.is_ejected(now)
+    }
+
+    /// Notes that the endpoint was picked: a probe after an ejection is on its way.
+    pub(crate) fn picked(&mut self, now: Instant) {
+        if !self.is_ejected(now) {
+            self.probe = false;
+        }
     }
 
     /// Notes that an ejection was due but the tier's cap forbade it.

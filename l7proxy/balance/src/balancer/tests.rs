@@ -319,13 +319,20 @@ fn five_failures_eject_and_a_success_resets() {
     assert_eq!(b.ejected_until(addr(99), now), None);
 }
 
+/// Five 5xx answers in a row: the failures that eject under the cap.
+fn fail_5xx_run(b: &mut Balancer, n: u8, now: Instant) {
+    for _ in 0..5 {
+        b.report(addr(n), fail(FailureKind::Status5xx), now);
+    }
+}
+
 #[test]
 fn max_ejected_percent_caps_each_tier() {
     let now = Instant::now();
     let endpoints: Vec<_> = (1..=5).map(|n| ep(n, loc("c1", "eu-a", "x"))).collect();
     let mut b = balancer(endpoints, now);
     for n in 1..=5 {
-        b.report(addr(n), fail(FailureKind::Connect), now);
+        fail_5xx_run(&mut b, n, now);
     }
     let rows = b.explain(now);
     // 50 % of 5, rounded down.
@@ -333,13 +340,13 @@ fn max_ejected_percent_caps_each_tier() {
     let held = rows.iter().find(|r| r.ejected_until.is_none()).unwrap();
     assert!(
         held.reason
-            .contains("a connect failure, not ejected: 2 of the tier already ejected (cap)"),
+            .contains("5 consecutive failures, not ejected: 2 of the tier already ejected (cap)"),
         "{}",
         held.reason
     );
     // When an ejection ends, the next failure of a held endpoint can take its place.
     let later = now + SEC;
-    b.report(held.addr, fail(FailureKind::Connect), later);
+    b.report(held.addr, fail(FailureKind::Status5xx), later);
     assert!(
         b.explain(later)
             .into_iter()
@@ -362,8 +369,8 @@ fn max_ejected_percent_caps_each_tier() {
         (1..=2).map(|n| ep(n, loc("c1", "eu-a", "x"))).collect(),
         now,
     );
-    b.report(addr(1), fail(FailureKind::Connect), now);
-    b.report(addr(2), fail(FailureKind::Connect), now);
+    fail_5xx_run(&mut b, 1, now);
+    fail_5xx_run(&mut b, 2, now);
     assert_eq!(
         b.explain(now)
             .iter()
@@ -371,6 +378,56 @@ fn max_ejected_percent_caps_each_tier() {
             .count(),
         1
     );
+}
+
+#[test]
+fn connect_failures_eject_past_the_cap_and_spill_in_envoy_proportion() {
+    let now = Instant::now();
+    // Three on this node, three remote: two local ones refuse connections.
+    let mut endpoints: Vec<_> = (1..=3).map(|n| ep(n, me())).collect();
+    endpoints.extend((4..=6).map(|n| ep(n, loc("c2", "us-b", "m1"))));
+    let mut b = balancer(endpoints, now);
+    b.report(addr(2), fail(FailureKind::Connect), now);
+    b.report(addr(3), fail(FailureKind::Connect), now);
+    let shares = b.tier_shares(now);
+    let kept = 1.4 / 3.0;
+    assert!(
+        (shares[0] - kept).abs() < 1e-9 && (shares[3] - (1.0 - kept)).abs() < 1e-9,
+        "{shares:?}"
+    );
+    let (tiers, addrs) = run(&mut b, now);
+    assert!((frac(tiers[0]) - kept).abs() < 0.02, "{tiers:?}");
+    assert_eq!(addrs.get(&addr(2)).copied().unwrap_or(0), 0);
+    assert_eq!(addrs.get(&addr(3)).copied().unwrap_or(0), 0);
+
+    // All three dead: everything goes remote, without panic (the remote tier is healthy).
+    b.report(addr(1), fail(FailureKind::Connect), now);
+    let shares = b.tier_shares(now);
+    assert_eq!(shares, [0.0, 0.0, 0.0, 1.0]);
+}
+
+#[test]
+fn an_endpoint_back_from_ejection_is_probed_despite_its_cost() {
+    let now = Instant::now();
+    let mut b = balancer((1..=2).map(|n| ep(n, me())).collect(), now);
+    // addr(1) is fast; addr(2) refused a connection and carries the failure penalty.
+    for _ in 0..20 {
+        b.report(addr(1), ok(1), now);
+    }
+    b.report(addr(2), fail(FailureKind::Connect), now);
+    assert!(b.ejected_until(addr(2), now).is_some());
+    let back = now + 2 * SEC;
+    assert!(b.ejected_until(addr(2), back).is_none());
+    // The first pick after the ejection is the probe, although addr(1) is much cheaper.
+    let probe = b.pick(back, &[]).unwrap();
+    assert_eq!(probe.addr, addr(2));
+    // While the probe is out, cost decides again.
+    let next = b.pick(back, &[]).unwrap();
+    assert_eq!(next.addr, addr(1));
+    b.report(next.addr, ok(1), back);
+    // The probe fails: ejected again, for twice as long.
+    b.report(addr(2), fail(FailureKind::Connect), back);
+    assert_eq!(b.ejected_until(addr(2), back), Some(back + 2 * SEC));
 }
 
 #[test]
