@@ -52,7 +52,8 @@ pub enum ProxyError {
         /// The limit in bytes.
         limit: usize,
     },
-    /// The client's request body broke off while the proxy buffered it.
+    /// The client's request body broke off or was malformed while the proxy buffered or
+    /// forwarded it.
     #[error("request body could not be read")]
     RequestBody,
     /// The service has no endpoint that could take the request.
@@ -149,7 +150,9 @@ impl ProxyError {
 
     /// Classifies a failed upstream exchange (after the connection was set up).
     pub(crate) fn from_upstream(error: &hyper::Error) -> Self {
-        if error.is_parse() || error.is_parse_status() || error.is_user() {
+        if caused_by_client_body(error) {
+            Self::RequestBody
+        } else if error.is_parse() || error.is_parse_status() || error.is_user() {
             Self::UpstreamProtocol
         } else if error.is_timeout() {
             Self::TryTimeout
@@ -157,6 +160,18 @@ impl ProxyError {
             Self::UpstreamReset
         }
     }
+}
+
+/// Whether the client's request body, not the endpoint, made an upstream exchange fail.
+fn caused_by_client_body(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if e.is::<crate::body::ClientBodyError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The response for a request the proxy answers itself. gRPC requests get a trailers-only

@@ -183,6 +183,11 @@ async fn forward(
                 tracing::debug!(service = %route.name, %addr, %status, "retrying");
                 ProxyError::UpstreamProtocol
             }
+            Ok(Err(failure)) if failure.error == ProxyError::RequestBody => {
+                // The client's fault: no evidence against the endpoint, nothing to retry.
+                drop(attempt);
+                return Err(failure.error);
+            }
             Ok(Err(failure)) => {
                 attempt.failed(FailureKind::Reset);
                 // A request that never left the proxy may go anywhere, like a failed connect.

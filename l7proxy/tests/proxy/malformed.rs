@@ -134,3 +134,38 @@ async fn garbage_never_stops_the_proxy() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[tokio::test]
+async fn a_malformed_request_body_is_the_clients_400_not_the_endpoints_fault() {
+    let a = backend("a").await;
+    let vip = "127.13.3.1:8080";
+    let p = proxy(vec![service(
+        "web.shop.global",
+        "127.13.3.1",
+        8080,
+        Protocol::Http,
+        &[(a.addr, local())],
+    )])
+    .await;
+    // A streamed (not idempotent) body whose chunk size is not hex.
+    for _ in 0..10 {
+        let answer = exchange(
+            vip,
+            b"POST /echo HTTP/1.1\r\nHost: web\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("x-peerd-error: request-body"), "{answer}");
+    }
+    // The endpoint was not blamed: not ejected, no retries.
+    let explained = p.explain("web.shop.global").unwrap();
+    let endpoint = &explained.ports[0].endpoints[0];
+    assert_eq!(endpoint.ejected_for_ms, None, "{endpoint:?}");
+    let mut text = String::new();
+    p.encode_metrics(&mut text);
+    assert!(
+        text.contains(r#"retries_total{service="web.shop.global"} 0"#),
+        "{text}"
+    );
+    still_serves(vip).await;
+}
