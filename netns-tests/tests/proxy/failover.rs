@@ -65,7 +65,12 @@ fn all_local_endpoints_killed_under_load_fail_over_without_errors_and_come_back(
     for e in &mut lab.east {
         e.kill();
     }
-    std::thread::sleep(Duration::from_secs(3));
+    // The balancer itself moves all traffic away within the target, not only the retries.
+    let moved = wait_until(FAILOVER, "all traffic on the remote tier", || {
+        Ok(tier_shares(&lab.mesh, EAST0, WEB)? == [0.0, 0.0, 0.0, 1.0])
+    });
+    let moved_after = killed.elapsed();
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(moved_after));
 
     let restarted = Instant::now();
     for e in &mut lab.east {
@@ -77,6 +82,7 @@ fn all_local_endpoints_killed_under_load_fail_over_without_errors_and_come_back(
     });
     std::thread::sleep(Duration::from_secs(1));
     let replies = load.stop().expect("load");
+    moved.unwrap_or_else(|e| panic!("{e:#}"));
     back.unwrap_or_else(|e| panic!("{e:#}"));
     let stopped = Instant::now();
 
@@ -135,8 +141,9 @@ fn all_local_endpoints_killed_under_load_fail_over_without_errors_and_come_back(
         .find(|r| r.at >= restarted && r.outcome.as_ref().is_ok_and(|id| id.starts_with("east-")))
         .map(|r| r.at.duration_since(restarted));
     eprintln!(
-        "{} requests, none failed: {counts:?}; last local answer {last_local:?} after the kill, \
-         first local answer {first_back:?} after the restart",
+        "{} requests, none failed: {counts:?}; tier shares all remote {moved_after:?} after \
+         the kill, last local answer {last_local:?} after it; first local answer {first_back:?} \
+         after the restart",
         replies.len()
     );
 }
