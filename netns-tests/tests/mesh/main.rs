@@ -23,8 +23,10 @@
 //! - `restart`: a node SIGKILLed under traffic, whose seeds are unreachable, gets its routes back
 //!   from its state directory in under 1 s (also when unplugged from the network altogether),
 //!   pod traffic flows again and the TCP stream across the crash arrives intact.
-//! - `reflection` (ignored until peerd is fixed): unauthenticated datagrams draw no more than 3×
-//!   their size in answers, and a refused Hello draws no answer at all.
+//! - `reflection`: unauthenticated datagrams draw no more than 3× their size in answers, and a
+//!   refused Hello draws no answer at all.
+//! - `userspace`: a kernel-mode and a userspace-mode node exchange TCP through their endpoints,
+//!   both ways.
 //!
 //! Build the daemon first (`cargo build -p peerd`) or set `PEERD_BIN`; without it (or root,
 //! /dev/net/tun, `ip`, `ping`) each test says SKIPPED, or fails under `CI=true`.

@@ -2,8 +2,8 @@
 //! 3× anti-amplification bound is the yardstick), and a refused record must get no answer:
 //! otherwise anyone who can spoof a UDP source turns mesh nodes into reflectors.
 //!
-//! Both tests fail against the current peerd and are ignored until it is fixed; run them with
-//! `cargo test -p netns-tests --test mesh -- --ignored`.
+//! peerd answers unknown senders with at most one Hello per source address per second and ten
+//! in a burst overall, and gives a refused record no answer at all.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
