@@ -32,10 +32,12 @@ use crate::udp::UdpIo;
 
 mod driver;
 mod pipe;
+mod relay;
 mod stack;
 mod tcp;
 mod udp;
 
+pub use relay::{UDP_FLOWS, UDP_IDLE, forward_udp};
 pub use tcp::{CONNECT_TIMEOUT, NetstackListener, NetstackTcp, forward};
 pub use udp::NetstackUdp;
 

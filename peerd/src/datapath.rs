@@ -6,7 +6,7 @@
 //! - **userspace**: a smoltcp stack inside the process ([`overlay::netstack`]). Nothing on the
 //!   host changes: the proxy dials remote endpoints through the stack, and connections arriving
 //!   through the tunnel for this node's endpoints are copied to the real local sockets (each
-//!   endpoint's `local`, default `127.0.0.1:<port>`). Virtual IPs come from `127.0.0.0/8`, which
+//!   endpoint's `local`, default `127.0.0.1:<port>`), TCP and UDP alike. Virtual IPs come from `127.0.0.0/8`, which
 //!   Linux already delivers locally. Needs no privilege.
 
 use std::collections::{BTreeSet, HashMap};
@@ -232,12 +232,16 @@ impl DataPath {
             }
             let (stack, endpoint_, to_) = (u.stack.clone(), *endpoint, *to);
             let task = tokio::spawn(async move {
-                let result = match stack.listen(endpoint_).await {
-                    Ok(listener) => overlay::netstack::forward(listener, to_).await,
-                    Err(e) => Err(e),
+                let tcp =
+                    async { overlay::netstack::forward(stack.listen(endpoint_).await?, to_).await };
+                let udp = async {
+                    overlay::netstack::forward_udp(stack.bind_udp(endpoint_).await?, to_).await
                 };
-                if let Err(error) = result {
-                    tracing::warn!(endpoint = %endpoint_, to = %to_, %error, "cannot forward an endpoint through the tunnel");
+                let (tcp, udp) = tokio::join!(tcp, udp);
+                for (proto, result) in [("tcp", tcp), ("udp", udp)] {
+                    if let Err(error) = result {
+                        tracing::warn!(endpoint = %endpoint_, to = %to_, proto, %error, "cannot forward an endpoint through the tunnel");
+                    }
                 }
             });
             tracing::info!(%endpoint, %to, "forwarding endpoint through the tunnel");

@@ -2,10 +2,10 @@
 //! one mesh exchange TCP through their endpoints, both ways: the userspace node's proxy dials
 //! the kernel node's pod through its in-process stack, and the kernel node's pod reaches the
 //! userspace node's endpoint (a socket on the node's loopback) both by overlay address and
-//! through its own proxy.
+//! through its own proxy; UDP to that endpoint is relayed to the local UDP socket and back.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use netns_tests::{EndpointSpec, MeshLab, Netns, NodeOptions, PortSpec, ServiceSpec, in_netns};
@@ -51,6 +51,42 @@ fn echo_server(ns: &Netns, bind: SocketAddr) {
     });
     rx.recv_timeout(Duration::from_secs(5))
         .unwrap_or_else(|_| panic!("echo server cannot bind {bind} in {}", ns.name()));
+}
+
+/// A UDP echo server on `bind` inside `ns`; returns once bound.
+fn udp_echo_server(ns: &Netns, bind: SocketAddr) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _ = in_netns(ns, move || {
+        let socket = UdpSocket::bind(bind)?;
+        let _ = tx.send(());
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            socket.send_to(&buf[..n], from)?;
+        }
+        Ok(())
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| panic!("udp echo cannot bind {bind} in {}", ns.name()));
+}
+
+/// Sends 20 numbered datagrams to `to` from inside `ns`; how many came back intact.
+fn udp_round_trips(ns: &Netns, to: SocketAddr) -> anyhow::Result<usize> {
+    in_netns(ns, move || {
+        let socket = UdpSocket::bind("0.0.0.0:0")?;
+        socket.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let mut echoed = 0;
+        let mut buf = [0u8; 2048];
+        for i in 0..20u32 {
+            let sent = format!("datagram {i} through the tunnel");
+            socket.send_to(sent.as_bytes(), to)?;
+            if let Ok((n, _)) = socket.recv_from(&mut buf) {
+                echoed += usize::from(&buf[..n] == sent.as_bytes());
+            }
+        }
+        Ok(echoed)
+    })
+    .join()
+    .expect("client thread")
 }
 
 /// Sends 256 KiB of patterned bytes to `to` from inside `ns` and checks they come back intact.
@@ -112,10 +148,9 @@ fn kernel_and_userspace_nodes_exchange_tcp_through_their_endpoints_both_ways() {
     // East's endpoint is a pod; west's is a socket on the node's own loopback, which peerd
     // reaches for tunnel connections to its overlay address (the endpoint's default `local`).
     echo_server(mesh.node(east).pod(), pod);
-    echo_server(
-        mesh.node(west).ns(),
-        SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 7101),
-    );
+    let west_local = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 7101);
+    echo_server(mesh.node(west).ns(), west_local);
+    udp_echo_server(mesh.node(west).ns(), west_local);
     mesh.start(east).expect("east-0 starts");
     mesh.start(west).expect("west-0 starts");
 
@@ -146,7 +181,14 @@ fn kernel_and_userspace_nodes_exchange_tcp_through_their_endpoints_both_ways() {
     // Kernel -> userspace: the pod dials the userspace node's overlay address through the TUN.
     retry(|| echo_round_trip(mesh.node(east).pod(), overlay))
         .unwrap_or_else(|e| panic!("east-0 pod -> {overlay}: {e:#}\n{}", mesh.logs()));
-    // ... and through the kernel node's proxy on the virtual IP.
+    // UDP to the same endpoint reaches the local UDP socket and its replies come back.
+    let echoed = udp_round_trips(mesh.node(east).pod(), overlay).expect("udp client");
+    assert!(
+        echoed >= 18,
+        "{echoed} of 20 datagrams came back from {overlay}\n{}",
+        mesh.logs()
+    );
+    // ... and TCP through the kernel node's proxy on the virtual IP.
     let to = SocketAddr::new(east_vip, 7100);
     retry(|| echo_round_trip(mesh.node(east).pod(), to))
         .unwrap_or_else(|e| panic!("east-0 pod -> {to} (echo-w): {e:#}\n{}", mesh.logs()));
