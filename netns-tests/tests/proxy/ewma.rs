@@ -5,7 +5,7 @@ use super::*;
 use crate::client::{failures, get_many, tally};
 
 /// How much slower the slow endpoint answers.
-const SLOW: Duration = Duration::from_millis(40);
+const SLOW: Duration = Duration::from_millis(100);
 
 #[test]
 fn a_slow_endpoint_gets_less_traffic_than_fast_ones() {
