@@ -78,6 +78,7 @@ fn garbage_and_malformed_http_get_errors_and_the_proxy_keeps_serving() {
             vec![]
         }
     });
+    // Declared after the lab, so dropped (stopped) before its namespaces go.
     let mut endpoints = http_endpoints(&mesh, EAST0, &HTTP_PORTS[..1]);
     let east = mesh.node(EAST0);
     let grpc_addr = SocketAddr::new(east.pod_ip.into(), GRPC_PORT);
@@ -227,5 +228,4 @@ fn garbage_and_malformed_http_get_errors_and_the_proxy_keeps_serving() {
 
     let replies = get_many(&pod, web_vip, 4, 200).expect("requests afterwards");
     assert!(failures(&replies).is_empty(), "{:?}", tally(&replies));
-    endpoints.clear();
 }
