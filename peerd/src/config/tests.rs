@@ -310,3 +310,32 @@ fn userspace_mode_refuses_vips_off_loopback_and_endpoints_off_the_node() {
     let e = parse(&elsewhere).unwrap_err();
     assert!(e.to_string().contains("overlay address"), "{e}");
 }
+
+#[test]
+fn policy_examples_in_the_operations_guide_parse() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut examples = 0;
+    for block in text.split("```toml").skip(1) {
+        let body = block.split("```").next().unwrap();
+        // Fragments (one table or two) are checked on top of a minimal node.
+        let whole = if body.contains("[node]") {
+            body.to_owned()
+        } else {
+            format!("{}{body}", minimal())
+        };
+        let Ok(value) = whole.parse::<toml::Table>() else {
+            continue; // not a peerd config (e.g. a kustomize or CoreDNS snippet)
+        };
+        if value.contains_key("policy") {
+            let c = parse(&whole).unwrap_or_else(|e| panic!("{e}\n{whole}"));
+            assert!(!c.policies.is_empty());
+            examples += 1;
+        }
+    }
+    assert!(
+        examples >= 1,
+        "no [[policy]] example found in {}",
+        path.display()
+    );
+}
