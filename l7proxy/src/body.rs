@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::idle::Busy;
 use crate::pool::Checkin;
 
 /// A request body sent upstream.
@@ -80,6 +81,8 @@ pub(crate) struct RespBody {
     kind: RespKind,
     /// Returns the upstream HTTP/1.1 connection to its pool once the body has been read whole.
     checkin: Option<Checkin>,
+    /// Keeps the client connection busy until the body has been sent (dropped).
+    busy: Option<Busy>,
 }
 
 #[derive(Debug)]
@@ -99,6 +102,7 @@ impl RespBody {
         Self {
             kind: RespKind::Full((!bytes.is_empty()).then_some(bytes)),
             checkin: None,
+            busy: None,
         }
     }
 
@@ -107,9 +111,15 @@ impl RespBody {
         let mut this = Self {
             kind: RespKind::Upstream(body),
             checkin,
+            busy: None,
         };
         this.check_in_if_done();
         this
+    }
+
+    /// Keeps `busy` until the body has been sent.
+    pub(crate) fn hold(&mut self, busy: Busy) {
+        self.busy = Some(busy);
     }
 
     fn check_in_if_done(&mut self) {

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::time::Instant;
 
 use l7proxy_balance::{FailureKind, Tier};
@@ -52,7 +53,8 @@ impl Failover {
             self.upstream = Some((attempt.addr, attempt.tier));
             let last_chance = self.connect_failed.contains(&attempt.addr)
                 || self.connect_failed.len() + 1 >= MAX_CONNECTS;
-            let connected = tokio::time::timeout_at(deadline.into(), connect(attempt.addr)).await;
+            let connecting = pin!(connect(attempt.addr));
+            let connected = tokio::time::timeout_at(deadline.into(), connecting).await;
             match connected {
                 Ok(Ok(conn)) => return Ok((attempt, conn)),
                 Ok(Err(error)) => {

@@ -7,12 +7,16 @@
 //! the first attempt). Such retries need the route's retry budget and stop at
 //! `Policy::max_attempts`. Nothing is retried once response headers went to the client.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, TE, UPGRADE};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, TE, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -24,6 +28,7 @@ use crate::body::{ReqBody, RespBody};
 use crate::config::Policy;
 use crate::errors::{self, ProxyError};
 use crate::failover::Failover;
+use crate::idle::Busy;
 use crate::pool::{Checkin, Sender};
 use crate::proxy::Shared;
 use crate::route::{Route, tier_name};
@@ -39,8 +44,14 @@ pub(crate) struct ConnCtx {
     pub(crate) client: SocketAddr,
 }
 
-/// Serves one request; every failure becomes the proxy's own response.
-pub(crate) async fn serve(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response<RespBody> {
+/// Serves one request; every failure becomes the proxy's own response. `busy` (HTTP/1.1) goes
+/// with the response body, to mark the connection busy until the body has been sent.
+pub(crate) async fn serve(
+    ctx: Arc<ConnCtx>,
+    mut req: Request<Incoming>,
+    busy: Option<Busy>,
+) -> Result<Response<RespBody>, Infallible> {
+    let ctx = &*ctx;
     let start = Instant::now();
     let grpc = is_grpc(req.headers());
     let summary = ctx.shared.access_log.enabled().then(|| Summary::of(&req));
@@ -85,7 +96,10 @@ pub(crate) async fn serve(ctx: &ConnCtx, mut req: Request<Incoming>) -> Response
             error: error.as_ref().map(ProxyError::reason),
         });
     }
-    response
+    if let Some(busy) = busy {
+        response.body_mut().hold(busy);
+    }
+    Ok(response)
 }
 
 /// The request body as the attempts see it.
@@ -121,7 +135,7 @@ async fn forward(
     mut on_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let route = &*ctx.route;
-    route.deposit();
+    route.deposit(start);
     let deadline = start + policy.request_timeout;
     let (mut parts, body) = req.into_parts();
     let h2 = parts.version == Version::HTTP_2;
@@ -142,7 +156,8 @@ async fn forward(
                 match (h2, upgrading) {
                     (true, _) => upstream.h2(addr, timeout).await,
                     // An upgraded connection is consumed: never take it from the pool.
-                    (false, true) => upstream.h1_fresh(addr, timeout).await,
+                    // Boxed: rare, and the future is large.
+                    (false, true) => Box::pin(upstream.h1_fresh(addr, timeout)).await,
                     (false, false) => upstream.h1(addr, timeout).await,
                 }
             })
@@ -168,7 +183,8 @@ async fn forward(
         sent += 1;
         let try_deadline = deadline.min(Instant::now() + policy.try_timeout);
         let addr = attempt.addr;
-        let exchange = send(route, addr, sender, request, timeout);
+        // Pinned in place: the timeout then holds a reference instead of moving a large future.
+        let exchange = pin!(send(route, addr, sender, request, timeout));
         let error = match tokio::time::timeout_at(try_deadline.into(), exchange).await {
             Ok(Ok((response, checkin))) => {
                 let status = response.status();
@@ -274,48 +290,57 @@ async fn send(
     match sender {
         Sender::H2(mut sender) => match sender.try_send_request(request).await {
             Ok(response) => Ok((response, None)),
-            Err(mut e) => Err(SendFailure {
-                error: ProxyError::from_upstream(e.error()),
-                unsent: e.take_message(),
-            }),
+            Err(e) => Err(SendFailure::from(e)),
         },
-        Sender::H1 { mut sender, reused } => {
-            let mut request = request;
-            let mut fresh = !reused;
-            loop {
-                match sender.try_send_request(request).await {
-                    Ok(response) => {
-                        let checkin = Checkin::new(route.upstream.clone(), addr, sender);
-                        return Ok((response, Some(checkin)));
-                    }
-                    Err(mut e) => {
-                        let error = ProxyError::from_upstream(e.error());
-                        let Some(unsent) = e.take_message() else {
-                            return Err(SendFailure {
-                                error,
-                                unsent: None,
-                            });
-                        };
-                        if fresh {
-                            return Err(SendFailure {
-                                error,
-                                unsent: Some(unsent),
-                            });
-                        }
-                        match Box::pin(route.upstream.h1_fresh(addr, connect_timeout)).await {
-                            Ok(Sender::H1 { sender: s, .. }) => sender = s,
-                            _ => {
-                                return Err(SendFailure {
-                                    error,
-                                    unsent: Some(unsent),
-                                });
-                            }
-                        }
-                        request = unsent;
-                        fresh = true;
-                    }
-                }
+        Sender::H1 { mut sender, reused } => match sender.try_send_request(request).await {
+            Ok(response) => {
+                let checkin = Checkin::new(route.upstream.clone(), addr, sender);
+                Ok((response, Some(checkin)))
             }
+            Err(e) => match SendFailure::from(e) {
+                SendFailure {
+                    error,
+                    unsent: Some(unsent),
+                } if reused => {
+                    // Boxed: rare, and it would double the size of every request's future.
+                    Box::pin(resend_fresh(route, addr, unsent, error, connect_timeout)).await
+                }
+                failure => Err(failure),
+            },
+        },
+    }
+}
+
+/// Sends a request that a pooled connection returned unsent on a fresh connection; when none
+/// can be had, fails with the pooled connection's `error`.
+async fn resend_fresh(
+    route: &Route,
+    addr: SocketAddr,
+    request: Request<ReqBody>,
+    error: ProxyError,
+    connect_timeout: std::time::Duration,
+) -> Result<(Response<Incoming>, Option<Checkin>), SendFailure> {
+    let Ok(Sender::H1 { mut sender, .. }) = route.upstream.h1_fresh(addr, connect_timeout).await
+    else {
+        return Err(SendFailure {
+            error,
+            unsent: Some(request),
+        });
+    };
+    match sender.try_send_request(request).await {
+        Ok(response) => {
+            let checkin = Checkin::new(route.upstream.clone(), addr, sender);
+            Ok((response, Some(checkin)))
+        }
+        Err(e) => Err(SendFailure::from(e)),
+    }
+}
+
+impl From<hyper::client::conn::TrySendError<Request<ReqBody>>> for SendFailure {
+    fn from(mut e: hyper::client::conn::TrySendError<Request<ReqBody>>) -> Self {
+        Self {
+            error: ProxyError::from_upstream(e.error()),
+            unsent: e.take_message(),
         }
     }
 }
@@ -343,6 +368,10 @@ fn respond(
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), keeping `te: trailers` (gRPC needs it) and,
 /// for upgrades, `connection: upgrade` and `upgrade`.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages have none: one pass over the names, no hashing, no removal.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if !upgrade && let Some(value) = headers.remove(CONNECTION) {
         // Headers the client named in `connection` are hop-by-hop too.
         if let Ok(value) = value.to_str() {
@@ -353,7 +382,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             }
         }
     }
-    for name in ["keep-alive", "proxy-connection", "transfer-encoding"] {
+    for name in [KEEP_ALIVE, PROXY_CONNECTION, TRANSFER_ENCODING] {
         headers.remove(name);
     }
     if !upgrade {
@@ -365,6 +394,23 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     {
         headers.remove(TE);
     }
+}
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Whether `name` is one of the headers [`strip_hop_by_hop`] may remove. `te` is listed
+/// whatever its value: the check only decides whether to look closer.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        TE,
+    ]
+    .contains(name)
 }
 
 fn is_idempotent(method: &Method) -> bool {

@@ -1,11 +1,10 @@
 //! Listeners and client connections: accept, detect the protocol, hand the connection to hyper
 //! (HTTP/1.1, HTTP/2) or to the opaque TCP forwarder.
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -18,6 +17,7 @@ use tokio::task::JoinHandle;
 use crate::detect::{self, Detected, MAX_HEAD, Prefixed};
 use crate::errors::{self, ProxyError};
 use crate::forward::{self, ConnCtx};
+use crate::idle::{self, Activity};
 use crate::proxy::Shared;
 use crate::route::Route;
 use crate::tcp;
@@ -162,31 +162,30 @@ async fn reject(mut stream: Prefixed<TcpStream>, error: &ProxyError) {
 
 async fn serve_h1(stream: Prefixed<TcpStream>, ctx: ConnCtx) {
     let ctx = Arc::new(ctx);
-    let service = service_fn(move |req| {
-        let ctx = ctx.clone();
+    let activity = Arc::new(Activity::new(Instant::now()));
+    let service = {
+        let activity = activity.clone();
         // Boxed: hyper keeps room for one request future per connection for the connection's
         // whole life, and idle keep-alive connections should not pay for a large one.
-        Box::pin(async move { Ok::<_, Infallible>(forward::serve(&ctx, req).await) })
-    });
+        service_fn(move |req| Box::pin(forward::serve(ctx.clone(), req, Some(activity.start()))))
+    };
+    // No hyper timer: `close_when_idle` limits the wait for the next request head.
     let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
+        .header_read_timeout(None)
         .max_header_size(MAX_HEAD)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    if let Err(error) = connection.await {
-        tracing::trace!(%error, "client HTTP/1.1 connection ended");
+    match idle::close_when_idle(connection, &activity, HEAD_TIMEOUT).await {
+        Some(Err(error)) => tracing::trace!(%error, "client HTTP/1.1 connection ended"),
+        Some(Ok(())) => {}
+        None => tracing::trace!("idle client HTTP/1.1 connection closed"),
     }
 }
 
 async fn serve_h2(stream: Prefixed<TcpStream>, ctx: ConnCtx) {
     let ctx = Arc::new(ctx);
-    let service = service_fn(move |req| {
-        let ctx = ctx.clone();
-        // Boxed: hyper keeps room for one request future per connection for the connection's
-        // whole life, and idle keep-alive connections should not pay for a large one.
-        Box::pin(async move { Ok::<_, Infallible>(forward::serve(&ctx, req).await) })
-    });
+    // Boxed, as for HTTP/1.1.
+    let service = service_fn(move |req| Box::pin(forward::serve(ctx.clone(), req, None)));
     let connection = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEAD as u32)

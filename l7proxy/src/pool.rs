@@ -1,5 +1,5 @@
 //! Upstream connections, pooled per endpoint: HTTP/1.1 keep-alive connections (one request at a
-//! time each, idle ones reused newest first) and one multiplexed HTTP/2 connection per endpoint.
+//! time each, idle ones reused newest ready one first) and one multiplexed HTTP/2 connection per endpoint.
 
 use std::collections::HashMap;
 use std::io;
@@ -149,16 +149,16 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Sender, ConnectError> {
         loop {
-            let idle = lock(&self.h1).get_mut(&addr).and_then(Vec::pop);
-            let Some(IdleH1 { mut sender, since }) = idle else {
+            let Some(IdleH1 { mut sender, since }) = self.take_idle_h1(addr) else {
                 break;
             };
             if since.elapsed() > IDLE_TIMEOUT || sender.is_closed() {
                 continue;
             }
+            // Boxed, like the dial below: the pooled path stays a small future.
             if sender.is_ready()
                 || matches!(
-                    tokio::time::timeout(READY_WAIT, sender.ready()).await,
+                    Box::pin(tokio::time::timeout(READY_WAIT, sender.ready())).await,
                     Ok(Ok(()))
                 )
             {
@@ -168,8 +168,23 @@ impl Upstream {
                 });
             }
         }
-        // Boxed, like every dial: the pooled path stays a small future.
         Box::pin(self.h1_fresh(addr, timeout)).await
+    }
+
+    /// Takes an idle HTTP/1.1 connection to `addr`: the newest one ready for a request, else
+    /// the newest one. A connection goes back to the pool as soon as its response body has been
+    /// read, and only becomes ready once its own task has seen the end of that response: under
+    /// load the newest is often not ready yet while older ones are, and waiting for it would
+    /// cost a timer and another round through the scheduler.
+    fn take_idle_h1(&self, addr: SocketAddr) -> Option<IdleH1> {
+        let mut idle = lock(&self.h1);
+        let list = idle.get_mut(&addr)?;
+        let newest = list.len().checked_sub(1)?;
+        let i = list
+            .iter()
+            .rposition(|c| c.sender.is_ready())
+            .unwrap_or(newest);
+        Some(list.remove(i))
     }
 
     /// A new HTTP/1.1 connection to `addr`.
@@ -201,6 +216,17 @@ impl Upstream {
         if let Some(sender) = slot.current() {
             return Ok(Sender::H2(sender));
         }
+        // Boxed: the common path, a live connection, stays a small future.
+        Box::pin(self.h2_connect(&slot, addr, timeout)).await
+    }
+
+    /// Dials `slot`'s connection, or waits for the request already dialing it.
+    async fn h2_connect(
+        &self,
+        slot: &H2Slot,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
         let mut last_failure = slot.dialing.lock().await;
         if let Some(sender) = slot.current() {
             return Ok(Sender::H2(sender));
@@ -210,7 +236,7 @@ impl Upstream {
         {
             return Err(ConnectError::Io(kind.into()));
         }
-        let result = Box::pin(self.h2_dial(addr, timeout)).await;
+        let result = self.h2_dial(addr, timeout).await;
         match &result {
             Ok(sender) => {
                 *lock(&slot.sender) = Some(sender.clone());

@@ -119,9 +119,9 @@ impl Route {
             .unwrap_or_else(|| Arc::from(""))
     }
 
-    /// Counts a request against the retry budget.
-    pub(crate) fn deposit(&self) {
-        lock(&self.budget).deposit(Instant::now());
+    /// Counts a request that arrived at `now` against the retry budget.
+    pub(crate) fn deposit(&self, now: Instant) {
+        lock(&self.budget).deposit(now);
     }
 
     /// Takes a retry from the budget; counts it in `retries_total` when granted.
@@ -138,8 +138,7 @@ impl Route {
         f(&lock(&self.balancer))
     }
 
-    fn report(&self, addr: SocketAddr, outcome: Outcome) {
-        let now = Instant::now();
+    fn report(&self, addr: SocketAddr, outcome: Outcome, now: Instant) {
         let mut balancer = lock(&self.balancer);
         balancer.report(addr, outcome, now);
         if matches!(outcome, Outcome::Failure { .. })
@@ -167,32 +166,31 @@ pub(crate) struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    pub(crate) fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     pub(crate) fn succeeded(mut self) {
         self.reported = true;
-        let latency = self.elapsed();
-        self.route.report(self.addr, Outcome::Success { latency });
+        self.report(|latency| Outcome::Success { latency });
     }
 
     pub(crate) fn failed(mut self, kind: FailureKind) {
         self.reported = true;
-        let latency = self.elapsed();
         if kind == FailureKind::Connect {
             self.route.metrics.connect_failure();
         }
-        self.route
-            .report(self.addr, Outcome::Failure { kind, latency });
+        self.report(|latency| Outcome::Failure { kind, latency });
+    }
+
+    /// Reports the outcome `of` the attempt's latency, reading the clock once.
+    fn report(&self, of: impl FnOnce(Duration) -> Outcome) {
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(self.started);
+        self.route.report(self.addr, of(latency), now);
     }
 }
 
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         if !self.reported {
-            let latency = self.elapsed();
-            self.route.report(self.addr, Outcome::Success { latency });
+            self.report(|latency| Outcome::Success { latency });
         }
     }
 }
