@@ -66,13 +66,12 @@ pub(crate) async fn serve(
     };
     *response.version_mut() = version;
     let elapsed = start.elapsed();
-    let cluster = match (&error, failover.upstream) {
-        (None, Some((addr, _))) => ctx.route.cluster(&addr),
-        _ => Arc::from(""),
+    let answered_by = match (&error, failover.upstream) {
+        (None, Some((addr, _))) => Some(addr),
+        _ => None,
     };
     ctx.route
-        .metrics
-        .request(&cluster, response.status().as_u16(), elapsed);
+        .count_request(answered_by, response.status().as_u16(), elapsed);
     if let Some(summary) = summary {
         let upstream = failover.upstream;
         ctx.shared.access_log.log(&AccessLogEntry {

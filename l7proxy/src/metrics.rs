@@ -136,8 +136,8 @@ impl Metrics {
     }
 }
 
-/// One service's metric handles, resolved once so that requests only touch atomics (and the
-/// `requests_total` family's map).
+/// One service's metric handles, resolved once so that requests only touch atomics (and, the
+/// first time an endpoint answers with a status, the `requests_total` family's map).
 #[derive(Debug, Clone)]
 pub(crate) struct ServiceMetrics {
     service: Arc<str>,
@@ -151,13 +151,19 @@ pub(crate) struct ServiceMetrics {
 }
 
 impl ServiceMetrics {
-    pub(crate) fn request(&self, cluster: &Arc<str>, code: u16, elapsed: Duration) {
+    /// The `requests_total` counter of answers from `cluster` (empty when the proxy answered)
+    /// with status `code`.
+    pub(crate) fn requests(&self, cluster: &Arc<str>, code: u16) -> Counter {
         let labels = RequestLabels {
             service: self.service.clone(),
             cluster: cluster.clone(),
             code,
         };
-        self.requests.get_or_create(&labels).inc();
+        self.requests.get_or_create_owned(&labels)
+    }
+
+    /// Observes the time from a request to its response headers.
+    pub(crate) fn duration(&self, elapsed: Duration) {
         self.duration.observe(elapsed.as_secs_f64());
     }
 

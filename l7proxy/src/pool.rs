@@ -1,5 +1,6 @@
 //! Upstream connections, pooled per endpoint: HTTP/1.1 keep-alive connections (one request at a
-//! time each, idle ones reused newest ready one first) and one multiplexed HTTP/2 connection per endpoint.
+//! time each, the newest ready idle one reused first) and one multiplexed HTTP/2 connection per
+//! endpoint.
 
 use std::collections::HashMap;
 use std::io;
@@ -7,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use foldhash::fast;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
@@ -49,8 +51,8 @@ pub(crate) enum Sender {
 /// The connections of one route to all its endpoints.
 pub(crate) struct Upstream {
     dialer: Arc<dyn Dialer>,
-    h1: Mutex<HashMap<SocketAddr, Vec<IdleH1>>>,
-    h2: Mutex<HashMap<SocketAddr, Arc<H2Slot>>>,
+    h1: Mutex<HashMap<SocketAddr, Vec<IdleH1>, fast::RandomState>>,
+    h2: Mutex<HashMap<SocketAddr, Arc<H2Slot>, fast::RandomState>>,
 }
 
 struct IdleH1 {
@@ -194,7 +196,10 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Sender, ConnectError> {
         let io = self.dial(addr, timeout).await?;
-        let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
+        let (sender, conn) = http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(io))
+            .await?;
         tokio::spawn(async move {
             if let Err(error) = conn.with_upgrades().await {
                 tracing::trace!(%addr, %error, "upstream HTTP/1.1 connection ended");

@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use foldhash::fast;
 use l7proxy_balance::{Balancer, EndpointInfo, FailureKind, Outcome, Tier};
 use peerd_types::{Locality, ServicePort};
+use prometheus_client::metrics::counter::Counter;
 
 use crate::budget::RetryBudget;
 use crate::config::Policy;
@@ -28,7 +30,10 @@ pub(crate) struct Route {
     policy: RwLock<Arc<Policy>>,
     budget: Mutex<RetryBudget>,
     /// Endpoint address → cluster, for metric labels.
-    clusters: RwLock<HashMap<SocketAddr, Arc<str>>>,
+    clusters: RwLock<HashMap<SocketAddr, Arc<str>, fast::RandomState>>,
+    /// `requests_total` counters by endpoint and status, resolved once each: a request then
+    /// costs one cheap hash instead of hashing its labels' strings.
+    requests: RwLock<HashMap<(SocketAddr, u16), Counter, fast::RandomState>>,
     /// The ejection each endpoint was last seen in, so that each is counted once.
     ejections: Mutex<HashMap<SocketAddr, Instant>>,
 }
@@ -58,6 +63,7 @@ impl Route {
             )),
             policy: RwLock::new(Arc::new(policy)),
             clusters: RwLock::default(),
+            requests: RwLock::default(),
             ejections: Mutex::default(),
         }
     }
@@ -66,7 +72,7 @@ impl Route {
     /// kept unless the policy changes what the balancer may pick from.
     pub(crate) fn apply(&self, endpoints: Vec<EndpointInfo>, policy: Policy) {
         let now = Instant::now();
-        let clusters: HashMap<SocketAddr, Arc<str>> = endpoints
+        let clusters: HashMap<SocketAddr, Arc<str>, fast::RandomState> = endpoints
             .iter()
             .map(|e| (e.addr, Arc::from(e.locality.cluster.as_str())))
             .collect();
@@ -81,10 +87,9 @@ impl Route {
             }
             balancer.set_endpoints(endpoints, now);
         }
-        *self
-            .clusters
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = clusters;
+        *write(&self.clusters) = clusters;
+        // Clusters may have changed: resolve the counters again.
+        write(&self.requests).clear();
         lock(&self.budget).set_limits(policy.retry_budget_ratio, policy.retry_budget_min_per_sec);
         *self.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(policy);
     }
@@ -111,12 +116,27 @@ impl Route {
 
     /// The cluster label of an endpoint.
     pub(crate) fn cluster(&self, addr: &SocketAddr) -> Arc<str> {
-        self.clusters
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+        read(&self.clusters)
             .get(addr)
             .cloned()
             .unwrap_or_else(|| Arc::from(""))
+    }
+
+    /// Counts an answered request in `requests_total` and `request_duration_seconds`;
+    /// `upstream` is the endpoint that answered, `None` when the proxy did.
+    pub(crate) fn count_request(&self, upstream: Option<SocketAddr>, code: u16, elapsed: Duration) {
+        self.metrics.duration(elapsed);
+        let Some(addr) = upstream else {
+            self.metrics.requests(&Arc::from(""), code).inc();
+            return;
+        };
+        if let Some(counter) = read(&self.requests).get(&(addr, code)) {
+            counter.inc();
+            return;
+        }
+        let counter = self.metrics.requests(&self.cluster(&addr), code);
+        counter.inc();
+        write(&self.requests).insert((addr, code), counter);
     }
 
     /// Counts a request that arrived at `now` against the retry budget.
@@ -207,4 +227,12 @@ pub(crate) fn tier_name(tier: Tier) -> &'static str {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
