@@ -3,7 +3,7 @@
 //! registers a timer for every request head.
 
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -56,13 +56,14 @@ impl Drop for Busy {
 }
 
 /// Drives `connection` to its end, or until it has been idle (no request in progress) for
-/// `limit`: then drops it, which closes it. `None` in that case.
+/// `limit`: then returns `None`, and the caller drops the connection, which closes it. The
+/// caller pins `connection`: taken by value, a large future would be stored twice in this one
+/// (as the argument and pinned), for every open connection.
 pub(crate) async fn close_when_idle<F: Future>(
-    connection: F,
+    mut connection: Pin<&mut F>,
     activity: &Activity,
     limit: Duration,
 ) -> Option<F::Output> {
-    let mut connection = pin!(connection);
     let mut timer = pin!(tokio::time::sleep(limit));
     loop {
         tokio::select! {
@@ -124,9 +125,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_that_ends_returns_its_output() {
         let activity = Activity::new(Instant::now());
-        assert_eq!(
-            close_when_idle(async { 7 }, &activity, LIMIT).await,
-            Some(7)
-        );
+        let connection = pin!(async { 7 });
+        assert_eq!(close_when_idle(connection, &activity, LIMIT).await, Some(7));
     }
 }
