@@ -108,10 +108,17 @@ impl Balancer {
         let fleet = self.counts_cached(now);
         let panic = self.in_panic(&fleet);
         let view = self.retry_view(fleet, avoid, now);
+        let elsewhere = self.other_localities(view, avoid);
         let overprovision = self.config.overprovision;
-        let (plan, counts, avoid) = match shares::plan(&view, overprovision) {
-            Some(plan) => (plan, view, avoid),
-            None => (shares::plan(&fleet, overprovision)?, fleet, &[][..]),
+        // A retry goes to another locality when one can take it (the endpoints of a failed one
+        // often fail together: a node or zone going down), else to another endpoint, else to
+        // anything.
+        let (plan, counts, avoid) = match shares::plan(&elsewhere, overprovision) {
+            Some(plan) => (plan, elsewhere, avoid),
+            None => match shares::plan(&view, overprovision) {
+                Some(plan) => (plan, view, avoid),
+                None => (shares::plan(&fleet, overprovision)?, fleet, &[][..]),
+            },
         };
         let tier = choose::tier(&mut self.rng, &plan.shares);
         let any_ready = plan.basis == Basis::Ready || panic;
@@ -262,6 +269,24 @@ impl Balancer {
                 let c = &mut counts[e.tier.index()];
                 c.ready -= u32::from(e.info.ready);
                 c.healthy -= u32::from(e.info.ready && !e.outlier.is_ejected(now));
+            }
+        }
+        counts
+    }
+
+    /// `counts` with every tier that holds an endpoint of `avoid` emptied.
+    fn other_localities(
+        &self,
+        mut counts: [TierCounts; 4],
+        avoid: &[SocketAddr],
+    ) -> [TierCounts; 4] {
+        for addr in avoid {
+            if let Some(e) = self.find(*addr).map(|i| &self.endpoints[i])
+                && e.in_scope
+            {
+                let c = &mut counts[e.tier.index()];
+                c.ready = 0;
+                c.healthy = 0;
             }
         }
         counts
