@@ -104,21 +104,19 @@ impl FastZone {
         if !is_below_global(lower) {
             return None;
         }
-        let (body, outcome, rcode) = match self.nodes.get(&*lower) {
-            Some(node) => match fast_type(question.qtype)? {
+        let qtype = fast_type(question.qtype)?;
+        let (body, outcome) = match self.nodes.get(&*lower) {
+            Some(node) => match qtype {
                 FastType::A => node.a.as_ref(),
                 FastType::Aaaa => node.aaaa.as_ref(),
                 FastType::Srv => node.srv.as_ref(),
                 FastType::Other => None,
             }
-            .map_or((None, Outcome::NoData, 0), |b| {
-                (Some(b), Outcome::Answer, 0)
-            }),
-            None => {
-                fast_type(question.qtype)?;
-                (None, Outcome::NxDomain, 3)
-            }
+            .map_or((None, Outcome::NoData), |b| (Some(b), Outcome::Answer)),
+            None => (None, Outcome::NxDomain),
         };
+        // NXDOMAIN is RCODE 3; NODATA and answers are NOERROR.
+        let rcode = if outcome == Outcome::NxDomain { 3 } else { 0 };
 
         let opt = usize::from(question.edns.is_some());
         let body_len = body.map_or(2 + self.soa_tail.len(), |b| b.bytes.len());
