@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::idle::Busy;
@@ -17,13 +18,13 @@ pub(crate) enum ReqBody {
     /// The client's body, streamed (sent at most once).
     Stream(Incoming),
     /// A buffered body (possibly empty), which can be cloned for another attempt.
-    Full(Option<Bytes>),
+    Full(Full<Bytes>),
 }
 
 impl ReqBody {
-    /// A buffered body; `None` for an empty one.
+    /// A buffered body.
     pub(crate) fn full(bytes: Bytes) -> Self {
-        Self::Full((!bytes.is_empty()).then_some(bytes))
+        Self::Full(Full::new(bytes))
     }
 }
 
@@ -56,21 +57,21 @@ impl Body for ReqBody {
             Self::Stream(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(ClientBodyError))),
-            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Full(full) => poll_full(full, cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Stream(body) => body.is_end_stream(),
-            Self::Full(bytes) => bytes.is_none(),
+            Self::Full(full) => full.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Stream(body) => body.size_hint(),
-            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Self::Full(full) => full.size_hint(),
         }
     }
 }
@@ -88,7 +89,7 @@ pub(crate) struct RespBody {
 #[derive(Debug)]
 enum RespKind {
     Upstream(Incoming),
-    Full(Option<Bytes>),
+    Full(Full<Bytes>),
 }
 
 impl RespBody {
@@ -100,7 +101,7 @@ impl RespBody {
     /// A body made by the proxy.
     pub(crate) fn full(bytes: Bytes) -> Self {
         Self {
-            kind: RespKind::Full((!bytes.is_empty()).then_some(bytes)),
+            kind: RespKind::Full(Full::new(bytes)),
             checkin: None,
             busy: None,
         }
@@ -143,7 +144,7 @@ impl Body for RespBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
         match &mut this.kind {
-            RespKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            RespKind::Full(full) => poll_full(full, cx),
             RespKind::Upstream(body) => {
                 let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
                 match &frame {
@@ -164,18 +165,26 @@ impl Body for RespBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             RespKind::Upstream(body) => body.is_end_stream(),
-            RespKind::Full(bytes) => bytes.is_none(),
+            RespKind::Full(full) => full.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             RespKind::Upstream(body) => body.size_hint(),
-            RespKind::Full(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            RespKind::Full(full) => full.size_hint(),
         }
     }
+}
+
+/// The one frame of a buffered body, in whichever error type the body has.
+fn poll_full<E>(
+    full: &mut Full<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, E>>> {
+    Pin::new(full)
+        .poll_frame(cx)
+        .map(|f| f.map(|r| r.map_err(|never| match never {})))
 }
 
 impl Drop for RespBody {
