@@ -124,6 +124,27 @@ impl GlobalZone {
     }
 }
 
+/// REFUSED, counted.
+pub(crate) fn refused(stats: &Counters) -> LookupError {
+    bump(&stats.refused);
+    LookupError::ResponseCode(ResponseCode::Refused)
+}
+
+/// The question of a client request: the request's own error, or REFUSED (counted) for a
+/// class other than IN. Both handlers serve IN only: `global.` has no other data, and
+/// hickory-resolver only asks in class IN, so anything else (CHAOS `version.bind`, ...)
+/// would come back as the wrong question.
+pub(crate) fn in_class_query<'r>(
+    request: &'r Request,
+    stats: &Counters,
+) -> Result<RequestInfo<'r>, LookupError> {
+    let info = request.request_info()?;
+    if info.query.query_class() != DNSClass::IN {
+        return Err(refused(stats));
+    }
+    Ok(info)
+}
+
 fn into_flow(resolution: Resolution) -> LookupControlFlow<AuthLookup> {
     // `Break`: no other handler may add to (or forward) a `.global` answer.
     LookupControlFlow::Break(match resolution {
@@ -166,15 +187,10 @@ impl ZoneHandler for GlobalZone {
         request: &Request,
         lookup_options: LookupOptions,
     ) -> (LookupControlFlow<AuthLookup>, Option<TSigResponseContext>) {
-        let info = match request.request_info() {
+        let info = match in_class_query(request, &self.stats) {
             Ok(info) => info,
             Err(error) => return (LookupControlFlow::Break(Err(error)), None),
         };
-        if info.query.query_class() != DNSClass::IN {
-            bump(&self.stats.refused);
-            let refused = LookupError::ResponseCode(ResponseCode::Refused);
-            return (LookupControlFlow::Break(Err(refused)), None);
-        }
         let resolution = self.resolve(info.query.name(), info.query.query_type(), lookup_options);
         bump(match resolution {
             Resolution::Records(..) => &self.stats.global_answers,
@@ -194,8 +210,7 @@ impl ZoneHandler for GlobalZone {
         Result<ZoneTransfer, LookupError>,
         Option<TSigResponseContext>,
     )> {
-        let refused = LookupError::ResponseCode(ResponseCode::Refused);
-        Some((Err(refused), None))
+        Some((Err(LookupError::ResponseCode(ResponseCode::Refused)), None))
     }
 
     async fn nsec_records(

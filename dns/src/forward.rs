@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{DNSClass, LowerName, Name, RecordType, TSigResponseContext};
+use hickory_proto::rr::{LowerName, Name, RecordType, TSigResponseContext};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -19,6 +19,7 @@ use hickory_server::zone_handler::{
 use tracing::{debug, trace};
 
 use crate::DnsError;
+use crate::authority::{in_class_query, refused};
 use crate::stats::{Counters, bump};
 use crate::zone::apex;
 
@@ -46,11 +47,6 @@ impl Forwarder {
             resolver,
             stats,
         }
-    }
-
-    fn refuse(&self) -> LookupControlFlow<AuthLookup> {
-        bump(&self.stats.refused);
-        LookupControlFlow::Break(Err(LookupError::ResponseCode(ResponseCode::Refused)))
     }
 }
 
@@ -181,19 +177,14 @@ impl ZoneHandler for Forwarder {
         request: &Request,
         lookup_options: LookupOptions,
     ) -> (LookupControlFlow<AuthLookup>, Option<TSigResponseContext>) {
-        let info = match request.request_info() {
+        let info = match in_class_query(request, &self.stats) {
             Ok(info) => info,
             Err(error) => return (LookupControlFlow::Break(Err(error)), None),
         };
         // The catalog answers REFUSED when recursion was not asked for; do not spend an
         // upstream query on it first.
         if !request.metadata.recursion_desired {
-            return (self.refuse(), None);
-        }
-        // hickory-resolver only asks in class IN; anything else (CHAOS `version.bind`, ...)
-        // would come back as the wrong question.
-        if info.query.query_class() != DNSClass::IN {
-            return (self.refuse(), None);
+            return (LookupControlFlow::Break(Err(refused(&self.stats))), None);
         }
         let flow = self
             .lookup(
@@ -216,8 +207,7 @@ impl ZoneHandler for Forwarder {
         Result<ZoneTransfer, LookupError>,
         Option<TSigResponseContext>,
     )> {
-        let refused = LookupError::ResponseCode(ResponseCode::Refused);
-        Some((Err(refused), None))
+        Some((Err(LookupError::ResponseCode(ResponseCode::Refused)), None))
     }
 
     async fn nsec_records(
