@@ -23,11 +23,7 @@ pub(crate) struct RetryBudget {
 impl RetryBudget {
     pub(crate) fn new(ratio: f64, min_per_sec: u32, now: Instant) -> Self {
         Self {
-            ratio: if ratio.is_finite() {
-                ratio.max(0.0)
-            } else {
-                0.0
-            },
+            ratio: sane_ratio(ratio),
             min_per_sec,
             origin: now,
             newest: 0,
@@ -38,11 +34,7 @@ impl RetryBudget {
 
     /// Changes the limits, keeping the counts.
     pub(crate) fn set_limits(&mut self, ratio: f64, min_per_sec: u32) {
-        self.ratio = if ratio.is_finite() {
-            ratio.max(0.0)
-        } else {
-            0.0
-        };
+        self.ratio = sane_ratio(ratio);
         self.min_per_sec = min_per_sec;
     }
 
@@ -81,6 +73,15 @@ impl RetryBudget {
         }
         // A `now` older than the newest slot (clocks read on other threads) counts in the newest.
         (self.newest % SLOTS as u64) as usize
+    }
+}
+
+/// `ratio`, or 0 when it is negative or not finite.
+fn sane_ratio(ratio: f64) -> f64 {
+    if ratio.is_finite() {
+        ratio.max(0.0)
+    } else {
+        0.0
     }
 }
 
