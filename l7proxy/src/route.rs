@@ -31,9 +31,10 @@ pub(crate) struct Route {
     budget: Mutex<RetryBudget>,
     /// Endpoint address → cluster, for metric labels.
     clusters: RwLock<HashMap<SocketAddr, Arc<str>, fast::RandomState>>,
-    /// `requests_total` counters by endpoint and status, resolved once each: a request then
-    /// costs one cheap hash instead of hashing its labels' strings.
-    requests: RwLock<HashMap<(SocketAddr, u16), Counter, fast::RandomState>>,
+    /// `requests_total` counters by endpoint (`None` when the proxy answered) and status,
+    /// resolved once each: a request then costs one cheap hash instead of hashing its labels'
+    /// strings.
+    requests: RwLock<HashMap<(Option<SocketAddr>, u16), Counter, fast::RandomState>>,
     /// The ejection each endpoint was last seen in, so that each is counted once.
     ejections: Mutex<HashMap<SocketAddr, Instant>>,
 }
@@ -46,15 +47,15 @@ impl Route {
         dialer: Arc<dyn Dialer>,
         metrics: &Metrics,
     ) -> Self {
-        let seed = std::collections::hash_map::RandomState::new().hash_one((name, port.port));
         let policy = Policy::default();
+        let balancer = Balancer::new(local.clone(), policy.balancer_config(), seed(name, &port));
         let now = Instant::now();
         Self {
             name: Arc::from(name),
             port,
             upstream: Arc::new(Upstream::new(dialer)),
             metrics: metrics.service(name),
-            balancer: Mutex::new(Balancer::new(local.clone(), policy.balancer_config(), seed)),
+            balancer: Mutex::new(balancer),
             local,
             budget: Mutex::new(RetryBudget::new(
                 policy.retry_budget_ratio,
@@ -81,9 +82,11 @@ impl Route {
         {
             let mut balancer = lock(&self.balancer);
             if policy.balancer_config() != self.policy().balancer_config() {
-                let seed = std::collections::hash_map::RandomState::new()
-                    .hash_one((&*self.name, self.port.port));
-                *balancer = Balancer::new(self.local.clone(), policy.balancer_config(), seed);
+                *balancer = Balancer::new(
+                    self.local.clone(),
+                    policy.balancer_config(),
+                    seed(&self.name, &self.port),
+                );
             }
             balancer.set_endpoints(endpoints, now);
         }
@@ -126,17 +129,15 @@ impl Route {
     /// `upstream` is the endpoint that answered, `None` when the proxy did.
     pub(crate) fn count_request(&self, upstream: Option<SocketAddr>, code: u16, elapsed: Duration) {
         self.metrics.duration(elapsed);
-        let Some(addr) = upstream else {
-            self.metrics.requests(&Arc::from(""), code).inc();
-            return;
-        };
-        if let Some(counter) = read(&self.requests).get(&(addr, code)) {
+        let key = (upstream, code);
+        if let Some(counter) = read(&self.requests).get(&key) {
             counter.inc();
             return;
         }
-        let counter = self.metrics.requests(&self.cluster(&addr), code);
+        let cluster = upstream.map_or_else(|| Arc::from(""), |addr| self.cluster(&addr));
+        let counter = self.metrics.requests(&cluster, code);
         counter.inc();
-        write(&self.requests).insert((addr, code), counter);
+        write(&self.requests).insert(key, counter);
     }
 
     /// Counts a request that arrived at `now` against the retry budget.
@@ -213,6 +214,11 @@ impl Drop for Attempt<'_> {
             self.report(|latency| Outcome::Success { latency });
         }
     }
+}
+
+/// A balancer's random seed, different per proxy run and per route.
+fn seed(name: &str, port: &ServicePort) -> u64 {
+    std::collections::hash_map::RandomState::new().hash_one((name, port.port))
 }
 
 /// The tier's name in logs and `explain`.
