@@ -95,10 +95,20 @@ impl QueryHandler {
     /// Answers one DNS message as received on `transport` (without TCP's length prefix).
     /// `None` means the packet is dropped; either way, junk is counted in [`DnsStats::malformed`].
     pub async fn handle(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let src = SocketAddr::from((Ipv4Addr::LOCALHOST, 53));
+        self.respond(packet, src, transport).await
+    }
+
+    /// [`QueryHandler::handle`] for a message from `src`: the fast path, else the catalog.
+    pub(crate) async fn respond(
+        &self,
+        packet: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
         if let Some(reply) = self.fast_answer(packet, transport) {
             return Some(reply);
         }
-        let src = SocketAddr::from((Ipv4Addr::LOCALHOST, 53));
         match self.parse(packet, src, transport) {
             Parsed::Query { request, .. } => Some(self.answer(&request, transport).await),
             Parsed::Reply(reply) => Some(reply),

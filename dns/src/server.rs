@@ -263,6 +263,7 @@ async fn serve_tcp(listener: TcpListener, handler: Arc<QueryHandler>) {
 /// RFC 1035 §4.2.2 framing: a two-byte length before each message. Queries on one connection
 /// are answered in order.
 async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: Arc<QueryHandler>) {
+    let mut packet = Vec::new();
     let mut out = Vec::new();
     loop {
         let len = match timeout(TCP_IDLE, stream.read_u16()).await {
@@ -270,7 +271,8 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: Arc<
             // Closed, reset or idle: all normal ends of a connection.
             _ => return,
         };
-        let mut packet = vec![0u8; len];
+        packet.clear();
+        packet.resize(len, 0);
         if len == 0
             || !matches!(
                 timeout(TCP_IO, stream.read_exact(&mut packet)).await,
@@ -281,14 +283,8 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: Arc<
             trace!(%peer, len, "incomplete tcp message");
             return;
         }
-        let reply = if let Some(reply) = handler.fast_answer(&packet, Transport::Tcp) {
-            reply
-        } else {
-            match handler.parse(&packet, peer, Transport::Tcp) {
-                Parsed::Drop => continue,
-                Parsed::Reply(reply) => reply,
-                Parsed::Query { request, .. } => handler.answer(&request, Transport::Tcp).await,
-            }
+        let Some(reply) = handler.respond(&packet, peer, Transport::Tcp).await else {
+            continue;
         };
         out.clear();
         let Ok(reply_len) = u16::try_from(reply.len()) else {
