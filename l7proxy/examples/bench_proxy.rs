@@ -3,6 +3,8 @@
 //!
 //!     cargo run --release -p l7proxy --example bench_proxy -- 127.0.0.3 127.0.0.1:18080 [THREADS]
 
+mod support;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -25,7 +27,7 @@ fn main() -> std::io::Result<()> {
         .parse()
         .map_err(invalid)?;
     let threads: usize = args.next().and_then(|t| t.parse().ok()).unwrap_or(1);
-    raise_nofile_limit();
+    support::raise_nofile_limit();
     // One core: a current-thread runtime, as linkerd2-proxy does; more: work stealing.
     let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -88,19 +90,4 @@ async fn run(vip: IpAddr, backend: SocketAddr) -> std::io::Result<()> {
             .join("\n")
     );
     Ok(())
-}
-
-/// Lifts the open-file soft limit to the hard limit (10,000 idle clients need it).
-fn raise_nofile_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }

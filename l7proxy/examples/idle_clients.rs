@@ -5,6 +5,8 @@
 //!
 //! With `silent`, the connections send nothing at all.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -21,7 +23,7 @@ fn main() -> std::io::Result<()> {
     let count: usize = args.next().and_then(|c| c.parse().ok()).unwrap_or(10_000);
     let hold: u64 = args.next().and_then(|c| c.parse().ok()).unwrap_or(30);
     let silent = args.next().as_deref() == Some("silent");
-    raise_nofile_limit();
+    support::raise_nofile_limit();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -75,20 +77,6 @@ async fn one(addr: SocketAddr, silent: bool) -> std::io::Result<TcpStream> {
             if got.len() >= head_end + 4 + length {
                 return Ok(stream);
             }
-        }
-    }
-}
-
-fn raise_nofile_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
 }
