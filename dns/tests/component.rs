@@ -4,6 +4,7 @@
 mod component {
     mod answers;
     mod corpus;
+    mod fixture;
     mod forwarding;
     mod junk;
     mod lifecycle;

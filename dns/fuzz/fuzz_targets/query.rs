@@ -4,49 +4,24 @@
 
 #![no_main]
 
-use std::net::Ipv4Addr;
 use std::sync::OnceLock;
 
-use dns::{GlobalName, QueryHandler, Transport, Zone};
+use dns::{QueryHandler, Transport};
 use libfuzzer_sys::fuzz_target;
-use peerd_types::{Protocol, ServicePort};
+
+#[path = "../../tests/component/fixture.rs"]
+mod fixture;
 
 struct Fixture {
     runtime: tokio::runtime::Runtime,
     handler: QueryHandler,
 }
 
-/// The same names as the component tests: plain, cluster-pinned, and one with 100 ports.
+/// The same names as the component tests (their `fixture.rs`, shared).
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
-        let port = |name: &str, port| ServicePort {
-            name: name.into(),
-            port,
-            protocol: Protocol::Http,
-        };
-        let zone = Zone {
-            names: vec![
-                GlobalName {
-                    name: "web.shop.global".into(),
-                    v4: Some(Ipv4Addr::new(10, 253, 0, 1)),
-                    v6: Some("fd00:253::1".parse().unwrap()),
-                    ports: vec![port("http", 80), port("grpc", 9090)],
-                },
-                GlobalName {
-                    name: "east.web.shop.global".into(),
-                    v4: Some(Ipv4Addr::new(10, 253, 0, 2)),
-                    v6: None,
-                    ports: vec![port("http", 8080)],
-                },
-                GlobalName {
-                    name: "many.shop.global".into(),
-                    v4: Some(Ipv4Addr::new(10, 253, 0, 3)),
-                    v6: None,
-                    ports: (0..100).map(|i| port("pg", 5000 + i)).collect(),
-                },
-            ],
-        };
+        let zone = fixture::zone();
         Fixture {
             runtime: tokio::runtime::Builder::new_current_thread()
                 .build()

@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dns::{DnsConfig, DnsServer, GlobalName, Zone};
+use dns::{DnsConfig, DnsServer};
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
@@ -13,48 +13,14 @@ use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
-use peerd_types::{Protocol, ServicePort};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::time::timeout;
 
+pub use super::fixture::zone;
+
 pub const TTL: u32 = 7;
 const WAIT: Duration = Duration::from_secs(3);
-
-pub fn port(name: &str, port: u16) -> ServicePort {
-    ServicePort {
-        name: name.into(),
-        port,
-        protocol: Protocol::Http,
-    }
-}
-
-/// `web.shop.global` (v4, v6, http + grpc), `east.web.shop.global` (v4, http) and
-/// `many.shop.global` (v4, 100 ports all named `pg`: a large SRV answer).
-pub fn zone() -> Zone {
-    Zone {
-        names: vec![
-            GlobalName {
-                name: "web.shop.global".into(),
-                v4: Some(Ipv4Addr::new(10, 253, 0, 1)),
-                v6: Some("fd00:253::1".parse().unwrap()),
-                ports: vec![port("http", 80), port("grpc", 9090)],
-            },
-            GlobalName {
-                name: "east.web.shop.global.".into(),
-                v4: Some(Ipv4Addr::new(10, 253, 0, 2)),
-                v6: None,
-                ports: vec![port("http", 8080)],
-            },
-            GlobalName {
-                name: "many.shop.global".into(),
-                v4: Some(Ipv4Addr::new(10, 253, 0, 3)),
-                v6: None,
-                ports: (0..100).map(|i| port("pg", 5000 + i)).collect(),
-            },
-        ],
-    }
-}
 
 /// A server for `zone()` that forwards to `upstream` (default: a loopback port nobody
 /// answers, so nothing can leave the host).
