@@ -319,20 +319,14 @@ async fn resend_fresh(
     error: ProxyError,
     connect_timeout: std::time::Duration,
 ) -> Result<(Response<Incoming>, Option<Checkin>), SendFailure> {
-    let Ok(Sender::H1 { mut sender, .. }) = route.upstream.h1_fresh(addr, connect_timeout).await
-    else {
+    let Ok(sender) = route.upstream.h1_fresh(addr, connect_timeout).await else {
         return Err(SendFailure {
             error,
             unsent: Some(request),
         });
     };
-    match sender.try_send_request(request).await {
-        Ok(response) => {
-            let checkin = Checkin::new(route.upstream.clone(), addr, sender);
-            Ok((response, Some(checkin)))
-        }
-        Err(e) => Err(SendFailure::from(e)),
-    }
+    // A fresh connection is not `reused`: this goes no deeper.
+    send(route, addr, sender, request, connect_timeout).await
 }
 
 impl From<hyper::client::conn::TrySendError<Request<ReqBody>>> for SendFailure {
