@@ -150,6 +150,20 @@ pub struct EndpointSection {
     pub local: Option<SocketAddr>,
 }
 
+impl EndpointSection {
+    /// The target port of each service port this endpoint serves: its `ports` entry, else
+    /// `port`.
+    pub fn targets<'a>(&'a self, ports: &'a [PortSection]) -> impl Iterator<Item = (&'a str, u16)> {
+        ports.iter().filter_map(|p| {
+            self.ports
+                .get(&p.name)
+                .copied()
+                .or(self.port)
+                .map(|t| (p.name.as_str(), t))
+        })
+    }
+}
+
 /// `[mesh]`: the control plane. Without it, peerd runs static peers only.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -567,16 +581,9 @@ impl Config {
                     .iter()
                     .map(|e| peerd_types::Endpoint {
                         address: e.address,
-                        ports: s
-                            .ports
-                            .iter()
-                            .filter_map(|p| {
-                                e.ports
-                                    .get(&p.name)
-                                    .copied()
-                                    .or(e.port)
-                                    .map(|t| (p.name.clone(), t))
-                            })
+                        ports: e
+                            .targets(&s.ports)
+                            .map(|(name, t)| (name.to_owned(), t))
                             .collect(),
                         ready: e.ready,
                     })

@@ -339,7 +339,6 @@ impl Daemon {
             });
         }
         let catalog = Catalog::build(all, cidr);
-        self.data.set_forwards(&self.lock_config().forwards());
         let mut current = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
         if **current != catalog {
             tracing::debug!(services = catalog.services.len(), "catalog changed");
@@ -444,6 +443,7 @@ impl Daemon {
             }
         }
         let exports = new.exports();
+        self.data.set_forwards(&new.forwards());
         *self.lock_config() = new;
         *self.source.lock().unwrap_or_else(|e| e.into_inner()) = Box::new(StaticSource(exports));
         self.exports_changed();

@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
@@ -122,8 +122,7 @@ impl Attach {
                     .context("cannot start the userspace network stack")?;
                 Ok(DataPath::Userspace(Userspace {
                     stack,
-                    local: Arc::new(RwLock::new(HashMap::new())),
-                    forwards: Mutex::new(HashMap::new()),
+                    forwards: Arc::default(),
                 }))
             }
         }
@@ -150,10 +149,9 @@ pub enum DataPath {
 /// The userspace data plane's state.
 pub struct Userspace {
     stack: Netstack,
-    /// This node's endpoints (overlay `ip:port`) → the real local socket.
-    local: Arc<RwLock<HashMap<SocketAddr, SocketAddr>>>,
-    /// The forwarding task of each endpoint, with the socket it forwards to.
-    forwards: Mutex<HashMap<SocketAddr, (SocketAddr, JoinHandle<()>)>>,
+    /// This node's endpoints (overlay `ip:port`), each with the real local socket it forwards
+    /// to and the task doing it; the dialer reads it too.
+    forwards: Forwards,
 }
 
 impl DataPath {
@@ -208,7 +206,7 @@ impl DataPath {
             DataPath::Kernel { .. } => Arc::new(TcpDialer),
             DataPath::Userspace(u) => Arc::new(NetstackDialer {
                 stack: u.stack.clone(),
-                local: u.local.clone(),
+                forwards: u.forwards.clone(),
             }),
         }
     }
@@ -217,8 +215,7 @@ impl DataPath {
     /// Kernel mode: nothing to do, the endpoints are real addresses.
     pub fn set_forwards(&self, wanted: &HashMap<SocketAddr, SocketAddr>) {
         let DataPath::Userspace(u) = self else { return };
-        *u.local.write().unwrap_or_else(|e| e.into_inner()) = wanted.clone();
-        let mut forwards = u.forwards.lock().unwrap_or_else(|e| e.into_inner());
+        let mut forwards = lock(&u.forwards);
         forwards.retain(|endpoint, (to, task)| {
             let keep = wanted.get(endpoint) == Some(to) && !task.is_finished();
             if !keep {
@@ -252,33 +249,30 @@ impl DataPath {
 
 impl Drop for Userspace {
     fn drop(&mut self) {
-        for (_, task) in self
-            .forwards
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
+        for (_, task) in lock(&self.forwards).values() {
             task.abort();
         }
         self.stack.stop();
     }
 }
 
+/// Endpoint → (local socket, forwarding task).
+type Forwards = Arc<Mutex<HashMap<SocketAddr, (SocketAddr, JoinHandle<()>)>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Userspace mode's dialer: this node's own endpoints are real local sockets; everything else
 /// goes through the tunnel.
 struct NetstackDialer {
     stack: Netstack,
-    local: Arc<RwLock<HashMap<SocketAddr, SocketAddr>>>,
+    forwards: Forwards,
 }
 
 impl Dialer for NetstackDialer {
     fn dial(&self, addr: SocketAddr) -> BoxFuture<'static, io::Result<BoxIo>> {
-        let local = self
-            .local
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&addr)
-            .copied();
+        let local = lock(&self.forwards).get(&addr).map(|(to, _)| *to);
         match local {
             Some(to) => TcpDialer.dial(to),
             None => {

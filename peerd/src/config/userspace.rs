@@ -27,18 +27,11 @@ impl Config {
         if self.node.mode != Mode::Userspace {
             return out;
         }
-        for export in self.exports() {
-            let service = self
-                .services
-                .iter()
-                .find(|s| s.name == export.key.name && s.namespace == export.key.namespace);
-            for (i, endpoint) in export.endpoints.iter().enumerate() {
-                let local = service
-                    .and_then(|s| s.endpoints.get(i))
-                    .and_then(|e| e.local);
-                for &(_, port) in &endpoint.ports {
-                    let target = local.unwrap_or_else(|| loopback(endpoint.address, port));
-                    out.insert(SocketAddr::new(endpoint.address, port), target);
+        for service in &self.services {
+            for e in &service.endpoints {
+                for (_, port) in e.targets(&service.ports) {
+                    let target = e.local.unwrap_or_else(|| loopback(e.address, port));
+                    out.insert(SocketAddr::new(e.address, port), target);
                 }
             }
         }

@@ -38,21 +38,26 @@ pub struct Outcome {
     pub back: Option<Duration>,
 }
 
-/// One GET through `vip` for `host`; the node that answered.
+/// One GET through `vip` for `host`; the node that answered, and the body.
 pub async fn get(vip: SocketAddr, host: &str) -> Result<(String, String)> {
+    let mut sender = connect(vip).await?;
+    request(&mut sender, host).await
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// A keep-alive HTTP/1.1 connection to `vip`.
+async fn connect(vip: SocketAddr) -> Result<Sender> {
     let stream = TcpStream::connect(vip)
         .await
         .with_context(|| format!("cannot connect to {vip}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let (node, body) = request(&mut sender, host).await?;
-    Ok((node, body))
+    Ok(sender)
 }
 
-async fn request(
-    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-    host: &str,
-) -> Result<(String, String)> {
+async fn request(sender: &mut Sender, host: &str) -> Result<(String, String)> {
     let req = Request::get("/")
         .header("host", host)
         .body(Empty::new())
@@ -75,19 +80,11 @@ async fn request(
 
 async fn worker(vip: SocketAddr, host: String, log: Arc<Mutex<Log>>) {
     loop {
-        let Ok(stream) = TcpStream::connect(vip).await else {
+        let Ok(mut sender) = connect(vip).await else {
             record(&log, None);
             tokio::time::sleep(PACE).await;
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        let Ok((mut sender, conn)) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-        else {
-            record(&log, None);
-            continue;
-        };
-        tokio::spawn(conn);
         loop {
             match request(&mut sender, &host).await {
                 Ok((node, _)) => record(&log, Some(node)),
