@@ -17,44 +17,16 @@ PINGS=${PINGS:-200}
 VETH_GRO=${VETH_GRO:-on}   # GRO on the veth pair (the kernel creates veth with it off)
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TAG=pb$$
-NSA=$TAG-a
-NSB=$TAG-b
-WORK=$(mktemp -d /tmp/peerd-bench.XXXXXX)
-PEERD=${PEERD_BIN:-$ROOT/target/release/peerd}
-
-cleanup() {
-    for ns in "$NSA" "$NSB"; do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-        ip netns del "$ns" 2>/dev/null || true
-    done
-    rm -f /var/run/wireguard/${TAG}*.sock
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-need() { command -v "$1" >/dev/null || { echo "missing $1" >&2; exit 1; }; }
+# shellcheck source=netns-tests/bench/lib.sh
+. "$ROOT/netns-tests/bench/lib.sh"
 for tool in iperf3 wireguard-go wg ethtool ping python3 ip; do need "$tool"; done
 
-if [ -z "${PEERD_BIN:-}" ]; then
-    (cd "$ROOT" && cargo build --release -p peerd -j2 >&2)
-fi
+build_peerd
 
-# --- topology: A [192.0.2.1] ==veth== [192.0.2.2] B ---------------------------------------
-ip netns add "$NSA"
-ip netns add "$NSB"
-ip link add "${TAG}va" type veth peer name "${TAG}vb"
-ip link set "${TAG}va" netns "$NSA"
-ip link set "${TAG}vb" netns "$NSB"
-ip -n "$NSA" addr add 192.0.2.1/24 dev "${TAG}va"
-ip -n "$NSB" addr add 192.0.2.2/24 dev "${TAG}vb"
+make_pair
 for side in a b; do
-    ns=$TAG-$side
-    ip -n "$ns" link set lo up
-    ip -n "$ns" link set "${TAG}v$side" up
-    ip netns exec "$ns" ethtool -K "${TAG}v$side" gro "$VETH_GRO" >/dev/null
+    ip netns exec "$TAG-$side" ethtool -K "${TAG}v$side" gro "$VETH_GRO" >/dev/null
 done
-
-inns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 # iperf3 from A to DST (B's address for the setup under test); prints Gbit/s.
 throughput() {
@@ -72,69 +44,6 @@ throughput() {
 rtt() {
     inns "$NSA" ping -q -c 5 -i 0.05 "$1" >/dev/null
     inns "$NSA" ping -q -c "$PINGS" -i 0.005 "$1" | awk -F'/' '/^rtt/ {print $5}'
-}
-
-# --- WireGuard nodes -------------------------------------------------------------------------
-for n in a b; do
-    wg genkey >"$WORK/$n.key"
-    chmod 600 "$WORK/$n.key"
-    wg pubkey <"$WORK/$n.key" >"$WORK/$n.pub"
-done
-
-start_wggo() { # side ifname inner-addr peer-side peer-inner
-    local side=$1 ifn=$2 addr=$3 peer=$4 peer_addr=$5 ns=$TAG-$1
-    local peer_ip=192.0.2.1
-    [ "$peer" = b ] && peer_ip=192.0.2.2
-    ip netns exec "$ns" env LOG_LEVEL=error wireguard-go -f "$ifn" >"$WORK/wggo-$side.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 100); do [ -S "/var/run/wireguard/$ifn.sock" ] && break; sleep 0.05; done
-    inns "$ns" wg set "$ifn" private-key "$WORK/$side.key" listen-port 51820 \
-        peer "$(cat "$WORK/$peer.pub")" endpoint "$peer_ip:51820" allowed-ips "$peer_addr/32"
-    inns "$ns" ip addr add "$addr/32" dev "$ifn"
-    inns "$ns" ip link set "$ifn" mtu 1420 up
-    inns "$ns" ip route add "$peer_addr/32" dev "$ifn"
-}
-
-start_peerd() { # side ifname inner-addr peer-side peer-inner
-    local side=$1 ifn=$2 addr=$3 peer=$4 peer_addr=$5 ns=$TAG-$1
-    local peer_ip=192.0.2.1
-    [ "$peer" = b ] && peer_ip=192.0.2.2
-    cat >"$WORK/$side.toml" <<EOF
-[node]
-name = "$side"
-cluster = "bench"
-private_key_file = "$WORK/$side.key"
-listen_port = 51820
-interface = "$ifn"
-address = "$addr"
-
-[admin]
-socket = "$WORK/$side.sock"
-
-[[peer]]
-name = "$peer"
-public_key = "$(cat "$WORK/$peer.pub")"
-endpoint = "$peer_ip:51820"
-allowed_ips = ["$peer_addr/32"]
-EOF
-    ip netns exec "$ns" "$PEERD" run --config "$WORK/$side.toml" >"$WORK/peerd-$side.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 200); do
-        "$PEERD" status --socket "$WORK/$side.sock" --json >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    echo "peerd $side did not start:" >&2
-    inns "$ns" ss -lunp >&2
-    cat "$WORK/peerd-$side.log" >&2
-    exit 1
-}
-
-PIDS=()
-stop_all() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    PIDS=()
-    rm -f /var/run/wireguard/${TAG}*.sock
 }
 
 declare -A GBPS MS

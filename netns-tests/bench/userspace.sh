@@ -19,54 +19,15 @@ set -euo pipefail
 SECS=${SECONDS_PER_RUN:-10}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 TAG=pu$$
-NSA=$TAG-a
-NSB=$TAG-b
-WORK=$(mktemp -d /tmp/peerd-bench-us.XXXXXX)
-PEERD=${PEERD_BIN:-$ROOT/target/release/peerd}
+# shellcheck source=netns-tests/bench/lib.sh
+. "$ROOT/netns-tests/bench/lib.sh"
 ONETUN=${ONETUN:-$(command -v onetun || echo /opt/onetun/bin/onetun)}
-
-PIDS=()
-stop_all() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    PIDS=()
-    rm -f /var/run/wireguard/${TAG}*.sock
-}
-cleanup() {
-    stop_all
-    for ns in "$NSA" "$NSB"; do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-        ip netns del "$ns" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 for tool in iperf3 wireguard-go wg python3 ip "$ONETUN"; do
     command -v "$tool" >/dev/null || { echo "missing $tool (onetun: cargo install onetun)" >&2; exit 1; }
 done
-if [ -z "${PEERD_BIN:-}" ]; then
-    (cd "$ROOT" && cargo build --release -p peerd -j2 >&2)
-fi
-
-ip netns add "$NSA"
-ip netns add "$NSB"
-ip link add "${TAG}va" type veth peer name "${TAG}vb"
-ip link set "${TAG}va" netns "$NSA"
-ip link set "${TAG}vb" netns "$NSB"
-ip -n "$NSA" addr add 192.0.2.1/24 dev "${TAG}va"
-ip -n "$NSB" addr add 192.0.2.2/24 dev "${TAG}vb"
-for side in a b; do
-    ip -n "$TAG-$side" link set lo up
-    ip -n "$TAG-$side" link set "${TAG}v$side" up
-done
-inns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-
-for n in a b; do
-    wg genkey >"$WORK/$n.key"
-    chmod 600 "$WORK/$n.key"
-    wg pubkey <"$WORK/$n.key" >"$WORK/$n.pub"
-done
+build_peerd
+make_pair
 
 # iperf3 server in SERVER_NS on BIND:PORT; client in CLIENT_NS to DST:PORT; FLAGS (-R); Gbit/s.
 iperf() {
@@ -81,45 +42,12 @@ iperf() {
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.3f" % (d["end"]["sum_received"]["bits_per_second"]/1e9))' "$WORK/iperf.json"
 }
 
-start_peerd() { # side inner-addr peer-side peer-inner mode
-    local side=$1 addr=$2 peer=$3 peer_addr=$4 mode=$5 ns=$TAG-$1
-    local peer_ip=192.0.2.1
-    [ "$peer" = b ] && peer_ip=192.0.2.2
-    cat >"$WORK/$side.toml" <<EOF
-[node]
-name = "$side"
-cluster = "bench"
-private_key_file = "$WORK/$side.key"
-listen_port = 51820
-interface = "${TAG}p$side"
-address = "$addr"
-mode = "$mode"
-
-[admin]
-socket = "$WORK/$side.sock"
-uapi_dir = "$WORK"
-
-[[service]]
-name = "iperf"
-namespace = "bench"
-ports = [{ name = "iperf", port = 5201, protocol = "tcp" }]
-endpoints = [{ address = "$addr", port = 5201 }]
-
-[[peer]]
-name = "$peer"
-public_key = "$(cat "$WORK/$peer.pub")"
-endpoint = "$peer_ip:51820"
-allowed_ips = ["$peer_addr/32"]
-EOF
-    ip netns exec "$ns" "$PEERD" run --config "$WORK/$side.toml" >"$WORK/peerd-$side.log" 2>&1 &
-    PIDS+=($!)
-    for _ in $(seq 200); do
-        "$PEERD" status --socket "$WORK/$side.sock" --json >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    echo "peerd $side did not start:" >&2
-    cat "$WORK/peerd-$side.log" >&2
-    exit 1
+# A [[service]] whose endpoint is the node's overlay address on iperf3's port: in userspace
+# mode peerd forwards tunnel connections to it to 127.0.0.1:5201.
+iperf_service() {
+    printf '[[service]]\nname = "iperf"\nnamespace = "bench"\n'
+    printf 'ports = [{ name = "iperf", port = 5201, protocol = "tcp" }]\n'
+    printf 'endpoints = [{ address = "%s", port = 5201 }]\n' "$1"
 }
 
 declare -A GBPS
@@ -128,30 +56,22 @@ report() { GBPS[$1]=$2; printf '%-34s %8s Gbit/s\n' "$1" "$2" >&2; }
 echo "kernel $(uname -r), $(nproc) cores, iperf3 ${SECS}s single stream, $("$ONETUN" --version 2>/dev/null | head -1)" >&2
 
 # 1. TUN path: A and B both kernel mode.
-start_peerd a 10.210.0.1 b 10.210.0.2 kernel
-start_peerd b 10.210.0.2 a 10.210.0.1 kernel
+start_peerd a "${TAG}pa" 10.210.0.1 b 10.210.0.2
+start_peerd b "${TAG}pb" 10.210.0.2 a 10.210.0.1
 inns "$NSA" ping -q -c 3 -i 0.2 10.210.0.2 >/dev/null
 report "peerd TUN: A sends" "$(iperf "$NSB" 10.210.0.2 "$NSA" 10.210.0.2 5201)"
 report "peerd TUN: A receives" "$(iperf "$NSB" 10.210.0.2 "$NSA" 10.210.0.2 5201 -R)"
 stop_all
 
 # 2. Userspace path: A userspace (iperf3 on A's loopback behind its overlay address), B kernel.
-start_peerd a 10.211.0.1 b 10.211.0.2 userspace
-start_peerd b 10.211.0.2 a 10.211.0.1 kernel
+start_peerd a "${TAG}pa" 10.211.0.1 b 10.211.0.2 userspace "$(iperf_service 10.211.0.1)"
+start_peerd b "${TAG}pb" 10.211.0.2 a 10.211.0.1
 report "peerd userspace: A sends" "$(iperf "$NSA" 127.0.0.1 "$NSB" 10.211.0.1 5201 -R)"
 report "peerd userspace: A receives" "$(iperf "$NSA" 127.0.0.1 "$NSB" 10.211.0.1 5201)"
 stop_all
 
 # 3. onetun in A over wireguard-go in B.
-ifn=${TAG}wb
-inns "$NSB" env LOG_LEVEL=error wireguard-go -f "$ifn" >"$WORK/wggo.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 100); do [ -S "/var/run/wireguard/$ifn.sock" ] && break; sleep 0.05; done
-inns "$NSB" wg set "$ifn" private-key "$WORK/b.key" listen-port 51820 \
-    peer "$(cat "$WORK/a.pub")" allowed-ips 10.212.0.1/32
-inns "$NSB" ip addr add 10.212.0.2/32 dev "$ifn"
-inns "$NSB" ip link set "$ifn" mtu 1420 up
-inns "$NSB" ip route add 10.212.0.1/32 dev "$ifn"
+start_wggo b "${TAG}wb" 10.212.0.2 a 10.212.0.1
 inns "$NSA" "$ONETUN" 127.0.0.1:5301:10.212.0.2:5301 \
     --endpoint-addr 192.0.2.2:51820 --endpoint-public-key "$(cat "$WORK/b.pub")" \
     --private-key "$(cat "$WORK/a.key")" --source-peer-ip 10.212.0.1 --keep-alive 10 \

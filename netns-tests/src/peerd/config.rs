@@ -233,13 +233,8 @@ struct Peer<'a> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn renders_the_contract_tables() {
-        let mut cfg = PeerdConfig::new("a", "pd0", "KEY", Ipv4Addr::new(10, 0, 0, 1));
-        cfg.address6 = Some("fd00::1".parse().unwrap());
-        let mut peer = PeerSpec::new("b", "PUB", &["10.0.0.2/32", "fd00::2/128"]);
-        peer.endpoint = Some("192.0.2.2:51820".parse().unwrap());
-        cfg.peers.push(peer);
+    /// The file `cfg` renders to, as text and parsed.
+    fn rendered(cfg: &PeerdConfig) -> (String, toml::Value) {
         let text = cfg
             .render(
                 Path::new("/t/a.key"),
@@ -247,7 +242,18 @@ mod tests {
                 Path::new("/t/wg"),
             )
             .unwrap();
-        let v: toml::Value = toml::from_str(&text).unwrap();
+        let v = toml::from_str(&text).unwrap();
+        (text, v)
+    }
+
+    #[test]
+    fn renders_the_contract_tables() {
+        let mut cfg = PeerdConfig::new("a", "pd0", "KEY", Ipv4Addr::new(10, 0, 0, 1));
+        cfg.address6 = Some("fd00::1".parse().unwrap());
+        let mut peer = PeerSpec::new("b", "PUB", &["10.0.0.2/32", "fd00::2/128"]);
+        peer.endpoint = Some("192.0.2.2:51820".parse().unwrap());
+        cfg.peers.push(peer);
+        let (text, v) = rendered(&cfg);
         assert_eq!(v["node"]["address6"].as_str(), Some("fd00::1"));
         assert_eq!(v["node"]["mode"].as_str(), Some("kernel"));
         assert_eq!(v["admin"]["uapi_dir"].as_str(), Some("/t/wg"));
@@ -277,14 +283,7 @@ mod tests {
             tunnel_same_cluster: true,
             advertise: Vec::new(),
         });
-        let text = cfg
-            .render(
-                Path::new("/t/a.key"),
-                Path::new("/t/a.sock"),
-                Path::new("/t/wg"),
-            )
-            .unwrap();
-        let v: toml::Value = toml::from_str(&text).unwrap();
+        let (text, v) = rendered(&cfg);
         assert_eq!(v["node"]["zone"].as_str(), Some("us-east-1a"));
         assert_eq!(v["mesh"]["seeds"][0].as_str(), Some("192.0.2.2:51820"));
         assert_eq!(v["mesh"]["tunnel_same_cluster"].as_bool(), Some(true));
@@ -300,14 +299,7 @@ mod tests {
         let mut web = ServiceSpec::http("web", "shop", 80, "10.1.0.10:8080".parse().unwrap());
         web.endpoints[0].ready = Some(false);
         cfg.services.push(web);
-        let text = cfg
-            .render(
-                Path::new("/t/a.key"),
-                Path::new("/t/a.sock"),
-                Path::new("/t/wg"),
-            )
-            .unwrap();
-        let v: toml::Value = toml::from_str(&text).unwrap();
+        let (text, v) = rendered(&cfg);
         assert_eq!(v["dns"]["listen"].as_str(), Some("10.1.0.1:53"), "{text}");
         assert_eq!(v["dns"]["upstream"][0].as_str(), Some("198.51.100.201:53"));
         assert!(v["dns"].get("ttl").is_none(), "{text}");
@@ -333,19 +325,12 @@ mod tests {
             service_export_version: None,
         };
         cfg.kubernetes = Some(kube.clone());
-        let paths = (
-            Path::new("/t/a.key"),
-            Path::new("/t/a.sock"),
-            Path::new("/t/wg"),
-        );
-        let text = cfg.render(paths.0, paths.1, paths.2).unwrap();
-        let v: toml::Value = toml::from_str(&text).unwrap();
+        let (text, v) = rendered(&cfg);
         let table = v["kubernetes"].as_table().expect("a [kubernetes] table");
         assert!(table.is_empty(), "{text}");
         kube.service_export_version = Some("v1beta1".to_owned());
         cfg.kubernetes = Some(kube);
-        let text = cfg.render(paths.0, paths.1, paths.2).unwrap();
-        let v: toml::Value = toml::from_str(&text).unwrap();
+        let (text, v) = rendered(&cfg);
         assert_eq!(
             v["kubernetes"]["service_export_version"].as_str(),
             Some("v1beta1"),

@@ -122,6 +122,39 @@ fn processes_mentioning(dir: &Path) -> Vec<String> {
     found
 }
 
+/// Resolves `name` with a real `dig` against the demo DNS on `dns_port` and GETs it on port 8080
+/// with a real `curl`, both inside `ns`: the virtual IP and the body.
+fn get_by_name(ns: &Netns, dns_port: u16, name: &str) -> (String, String) {
+    let port = dns_port.to_string();
+    let vip = ns
+        .run(&[
+            "dig",
+            "@127.0.0.1",
+            "-p",
+            &port,
+            "+short",
+            "+time=2",
+            "+tries=2",
+            name,
+        ])
+        .expect("dig");
+    let vip = vip.trim().to_owned();
+    let resolve = format!("{name}:8080:{vip}");
+    let url = format!("http://{name}:8080/");
+    let body = ns
+        .run(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "--resolve",
+            &resolve,
+            &url,
+        ])
+        .unwrap_or_else(|e| panic!("curl {url} via {vip}: {e:#}"));
+    (vip, body)
+}
+
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
@@ -147,47 +180,17 @@ fn demo_as_nobody_answers_across_clusters_and_ctrl_c_leaves_nothing_behind() {
     assert!(text.contains("answered by west-1"), "{text}");
 
     // A real resolver client and a real HTTP client, inside the demo's namespace.
-    let dns = ["@127.0.0.1", "-p", "47053", "+short", "+time=2", "+tries=2"];
-    let vip = ns
-        .run(&[&["dig"][..], &dns, &["west.web.demo.global"]].concat())
-        .expect("dig");
-    let vip = vip.trim();
+    let (vip, body) = get_by_name(&ns, 47053, "west.web.demo.global");
     assert!(
         vip.starts_with("127."),
         "west.web.demo.global -> {vip:?}\n{text}"
     );
-    let resolve = format!("west.web.demo.global:8080:{vip}");
-    let body = ns
-        .run(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "5",
-            "--resolve",
-            &resolve,
-            "http://west.web.demo.global:8080/",
-        ])
-        .expect("curl through east-1's proxy");
     assert!(
         body.contains("hello from west-1"),
         "pinned to west, answered: {body:?}"
     );
     // The unpinned name stays in east-1's own zone while it is healthy.
-    let vip = ns
-        .run(&[&["dig"][..], &dns, &["web.demo.global"]].concat())
-        .expect("dig");
-    let resolve = format!("web.demo.global:8080:{}", vip.trim());
-    let body = ns
-        .run(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "5",
-            "--resolve",
-            &resolve,
-            "http://web.demo.global:8080/",
-        ])
-        .expect("curl");
+    let (_, body) = get_by_name(&ns, 47053, "web.demo.global");
     assert!(
         body.contains("hello from east-1"),
         "nearest endpoint answered: {body:?}"
