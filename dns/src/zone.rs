@@ -3,8 +3,8 @@
 //! A [`Zone`] is plain data; [`Snapshot::build`] turns it into ready-made record sets once per
 //! update, so a query only hashes its name and clones an `Arc`.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -69,13 +69,13 @@ impl Snapshot {
     pub fn build(zone: &Zone, ttl: u32, serial: u32) -> Self {
         let apex = apex();
         let mut nodes: HashMap<LowerName, Node> = HashMap::new();
-        let mut seen = HashMap::new();
+        let mut seen = HashSet::new();
         for entry in &zone.names {
             let Some(name) = parse_global_name(&entry.name, &apex) else {
                 warn!(name = %entry.name, "skipping a name that is not under global.");
                 continue;
             };
-            if seen.insert(LowerName::new(&name), ()).is_some() {
+            if !seen.insert(LowerName::new(&name)) {
                 warn!(name = %entry.name, "skipping a duplicate .global name");
                 continue;
             }
