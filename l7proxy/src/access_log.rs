@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::sync::{read, write};
+
 /// Where access log entries go; see [`crate::Proxy::set_access_log`].
 pub type AccessLogSink = Box<dyn Fn(&AccessLogEntry) + Send + Sync>;
 
@@ -73,10 +75,7 @@ pub(crate) struct AccessLog {
 impl AccessLog {
     pub(crate) fn set(&self, sink: Option<AccessLogSink>) {
         let enabled = sink.is_some();
-        match self.sink.write() {
-            Ok(mut slot) => *slot = sink.map(Arc::new),
-            Err(poisoned) => *poisoned.into_inner() = sink.map(Arc::new),
-        }
+        *write(&self.sink) = sink.map(Arc::new);
         self.enabled
             .store(enabled, std::sync::atomic::Ordering::Release);
     }
@@ -87,10 +86,7 @@ impl AccessLog {
     }
 
     pub(crate) fn log(&self, entry: &AccessLogEntry) {
-        let sink = match self.sink.read() {
-            Ok(slot) => slot.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+        let sink = read(&self.sink).clone();
         if let Some(sink) = sink {
             sink(entry);
         }

@@ -51,6 +51,7 @@ mod metrics;
 mod pool;
 mod proxy;
 mod route;
+mod sync;
 mod tcp;
 mod upgrade;
 

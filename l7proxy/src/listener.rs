@@ -4,7 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::{http1, http2};
@@ -21,6 +21,7 @@ use crate::forward::{self, ConnCtx};
 use crate::idle::{self, Activity};
 use crate::proxy::Shared;
 use crate::route::Route;
+use crate::sync::{read, write};
 use crate::tcp;
 
 /// How long a client may take to send a request head, and how long an idle HTTP/1.1
@@ -52,14 +53,11 @@ impl Listener {
     }
 
     pub(crate) fn route(&self) -> Arc<Route> {
-        self.slot
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        read(&self.slot).clone()
     }
 
     pub(crate) fn set_route(&self, route: Route) {
-        *self.slot.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(route);
+        *write(&self.slot) = Arc::new(route);
     }
 }
 
@@ -78,7 +76,7 @@ async fn accept_loop(listener: TcpListener, slot: Arc<RouteSlot>, shared: Arc<Sh
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {
-                let route = slot.read().unwrap_or_else(PoisonError::into_inner).clone();
+                let route = read(&slot).clone();
                 tokio::spawn(serve_connection(stream, client, route, shared.clone()));
             }
             Err(error) if is_per_connection(&error) => {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use foldhash::fast;
@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::body::ReqBody;
 use crate::dial::{BoxIo, Dialer};
+use crate::sync::lock;
 
 /// Idle HTTP/1.1 connections older than this are closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -276,9 +277,4 @@ impl Upstream {
         lock(&self.h1).retain(|addr, _| keep(addr));
         lock(&self.h2).retain(|addr, _| keep(addr));
     }
-}
-
-/// Locks a mutex, ignoring poisoning: the pools hold no invariants a panic could break.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use peerd_types::Locality;
 
@@ -14,6 +14,7 @@ use crate::explain::{self, Explanation};
 use crate::listener::Listener;
 use crate::metrics::Metrics;
 use crate::route::Route;
+use crate::sync::lock;
 
 /// What every connection of the proxy shares.
 #[derive(Debug)]
@@ -170,9 +171,7 @@ impl Proxy {
     }
 
     fn listeners(&self) -> MutexGuard<'_, BTreeMap<SocketAddr, Listener>> {
-        self.listeners
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.listeners)
     }
 }
 

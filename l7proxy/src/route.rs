@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use foldhash::fast;
@@ -18,6 +18,7 @@ use crate::config::Policy;
 use crate::dial::Dialer;
 use crate::metrics::{Metrics, ServiceMetrics};
 use crate::pool::Upstream;
+use crate::sync::{lock, read, write};
 
 /// One listener's routing state.
 pub(crate) struct Route {
@@ -94,14 +95,11 @@ impl Route {
         // Clusters may have changed: resolve the counters again.
         write(&self.requests).clear();
         lock(&self.budget).set_limits(policy.retry_budget_ratio, policy.retry_budget_min_per_sec);
-        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(policy);
+        *write(&self.policy) = Arc::new(policy);
     }
 
     pub(crate) fn policy(&self) -> Arc<Policy> {
-        self.policy
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        read(&self.policy).clone()
     }
 
     /// Picks an endpoint for one attempt; the returned guard reports its outcome.
@@ -229,16 +227,4 @@ pub(crate) fn tier_name(tier: Tier) -> &'static str {
         Tier::SameRegion => "same-region",
         Tier::Remote => "remote",
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
