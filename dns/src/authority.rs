@@ -16,8 +16,9 @@ use crate::fast::Outcome;
 use crate::stats::{Counters, bump};
 use crate::zone::{Snapshot, Zone, apex};
 
-/// The `global.` zone. Queries take a read lock only long enough to clone an `Arc`; an update
-/// builds the new snapshot first and holds the write lock only to swap the pointer.
+/// The `global.` zone. Queries hold a read lock while they look up (and, on the fast path,
+/// copy out) their answer; an update builds the new snapshot first and holds the write lock
+/// only to swap the pointer.
 pub(crate) struct GlobalZone {
     origin: LowerName,
     ttl: u32,
