@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -21,62 +22,62 @@ pub const UDP_FLOWS: usize = 1024;
 /// Largest datagram carried.
 const MAX_DATAGRAM: usize = 65_535;
 
+/// One sender's flow: its local socket, and when a datagram last went either way (ms since
+/// the forwarder started), so the reply task can tell a quiet flow from a one-way one.
 struct Flow {
     socket: Arc<UdpSocket>,
-    last: Arc<Mutex<Instant>>,
+    last: Arc<AtomicU64>,
 }
-
-type Flows = Arc<Mutex<HashMap<SocketAddr, Flow>>>;
 
 /// Receives datagrams arriving through the tunnel on `socket` and relays each to `to` from
 /// the sender's own local socket; replies travel back through the tunnel. Runs until `socket`
 /// fails; flows end with it.
 pub async fn forward_udp(socket: NetstackUdp, to: SocketAddr) -> io::Result<()> {
     let socket = Arc::new(socket);
-    let flows: Flows = Arc::default();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let epoch = Instant::now();
+    // Owned by this loop alone: a reply task ends by returning its peer, which is then removed.
+    let mut flows: HashMap<SocketAddr, Flow> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (n, from) = socket.recv_from(&mut buf).await?;
-        while tasks.try_join_next().is_some() {}
-        let existing = lock(&flows)
-            .get(&from)
-            .map(|f| (f.socket.clone(), f.last.clone()));
-        let (local, last) = match existing {
-            Some(found) => found,
-            None => {
-                if lock(&flows).len() >= UDP_FLOWS {
-                    tracing::debug!(%from, %to, "udp forward: too many flows, datagram dropped");
+        while let Some(ended) = tasks.try_join_next() {
+            if let Ok(peer) = ended {
+                flows.remove(&peer);
+            }
+        }
+        if !flows.contains_key(&from) {
+            if flows.len() >= UDP_FLOWS {
+                tracing::debug!(%from, %to, "udp forward: too many flows, datagram dropped");
+                continue;
+            }
+            let local = match open(to).await {
+                Ok(s) => Arc::new(s),
+                Err(error) => {
+                    tracing::debug!(%to, %error, "udp forward: cannot open a local socket");
                     continue;
                 }
-                let local = match open(to).await {
-                    Ok(s) => Arc::new(s),
-                    Err(error) => {
-                        tracing::debug!(%to, %error, "udp forward: cannot open a local socket");
-                        continue;
-                    }
-                };
-                let last = Arc::new(Mutex::new(Instant::now()));
-                lock(&flows).insert(
-                    from,
-                    Flow {
-                        socket: local.clone(),
-                        last: last.clone(),
-                    },
-                );
-                tasks.spawn(replies(
-                    socket.clone(),
-                    local.clone(),
-                    from,
-                    last.clone(),
-                    flows.clone(),
-                ));
-                (local, last)
-            }
-        };
-        *lock(&last) = Instant::now();
+            };
+            let last = Arc::new(AtomicU64::new(0));
+            tasks.spawn(replies(
+                socket.clone(),
+                local.clone(),
+                from,
+                last.clone(),
+                epoch,
+            ));
+            flows.insert(
+                from,
+                Flow {
+                    socket: local,
+                    last,
+                },
+            );
+        }
+        let flow = &flows[&from];
+        flow.last.store(millis(epoch), Ordering::Relaxed);
         // A refused or unreachable target loses the datagram, as it would on a real network.
-        let _ = local.send(&buf[..n]).await;
+        let _ = flow.socket.send(&buf[..n]).await;
     }
 }
 
@@ -91,32 +92,32 @@ async fn open(to: SocketAddr) -> io::Result<UdpSocket> {
 }
 
 /// Sends the target's replies on `local` back to `peer` through the tunnel until the flow
-/// goes quiet, then forgets it.
+/// goes quiet; returns `peer` so the forwarder forgets the flow.
 async fn replies(
     tunnel: Arc<NetstackUdp>,
     local: Arc<UdpSocket>,
     peer: SocketAddr,
-    last: Arc<Mutex<Instant>>,
-    flows: Flows,
-) {
+    last: Arc<AtomicU64>,
+    epoch: Instant,
+) -> SocketAddr {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let idle_ms = UDP_IDLE.as_millis() as u64;
     loop {
         match tokio::time::timeout(UDP_IDLE, local.recv(&mut buf)).await {
             Ok(Ok(n)) => {
-                *lock(&last) = Instant::now();
+                last.store(millis(epoch), Ordering::Relaxed);
                 if tunnel.send_to(&buf[..n], peer).await.is_err() {
-                    break;
+                    return peer;
                 }
             }
             // ICMP port unreachable from the target: keep the flow, the target may come back.
             Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
-            Err(_) if lock(&last).elapsed() < UDP_IDLE => {}
-            Err(_) => break,
+            Err(_) if millis(epoch).saturating_sub(last.load(Ordering::Relaxed)) < idle_ms => {}
+            Err(_) => return peer,
         }
     }
-    lock(&flows).remove(&peer);
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+fn millis(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
 }
