@@ -28,8 +28,7 @@ impl PeakEwma {
 
     /// The estimate at `now` in nanoseconds, decayed toward `default_rtt` since the last sample.
     pub(crate) fn at(&self, now: Instant, default_rtt: Duration, decay: Duration) -> f64 {
-        let w = weight(now.saturating_duration_since(self.updated), decay);
-        self.estimate * w + nanos(default_rtt) * (1.0 - w)
+        self.decayed(self.weight_at(now, decay), default_rtt)
     }
 
     /// Feeds one sample observed at `now`.
@@ -40,16 +39,26 @@ impl PeakEwma {
         default_rtt: Duration,
         decay: Duration,
     ) {
-        let current = self.at(now, default_rtt, decay);
+        // One weight (one `exp`) serves both the current estimate and the decay toward the sample.
+        let w = self.weight_at(now, decay);
         let sample = nanos(sample);
-        if sample > current {
+        if sample > self.decayed(w, default_rtt) {
             self.estimate = sample;
         } else {
-            let w = weight(now.saturating_duration_since(self.updated), decay);
             self.estimate = self.estimate * w + sample * (1.0 - w);
         }
         // Time never runs backwards for the estimate; an out-of-order `now` counts as no time.
         self.updated = self.updated.max(now);
+    }
+
+    /// The weight the estimate keeps at `now`.
+    fn weight_at(&self, now: Instant, decay: Duration) -> f64 {
+        weight(now.saturating_duration_since(self.updated), decay)
+    }
+
+    /// The estimate decayed toward `default_rtt` by weight `w`.
+    fn decayed(&self, w: f64, default_rtt: Duration) -> f64 {
+        self.estimate * w + nanos(default_rtt) * (1.0 - w)
     }
 }
 
