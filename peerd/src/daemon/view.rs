@@ -160,7 +160,7 @@ impl Daemon {
     /// Pings `target` (a node name, `cluster/name`, or a static peer's name) through the tunnel.
     pub(super) async fn ping(&self, target: &str, count: u32) -> Result<PingReport> {
         anyhow::ensure!(
-            self.data.mode() == "kernel",
+            self.lock_config().node.mode == crate::config::Mode::Kernel,
             "peerd ping sends ICMP through the TUN device; a userspace-mode node has none (check the tunnel with peerd status)"
         );
         let (dst, src, name) = self.ping_target(target)?;
