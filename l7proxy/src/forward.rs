@@ -138,14 +138,14 @@ async fn forward(
     let deadline = start + policy.request_timeout;
     let (mut parts, body) = req.into_parts();
     let h2 = parts.version == Version::HTTP_2;
+    let upgrading = on_upgrade.is_some();
     if !h2 {
         // HTTP/2 has no connection-specific headers (RFC 9113 §8.2.2; h2 rejects them).
-        strip_hop_by_hop(&mut parts.headers, on_upgrade.is_some());
+        strip_hop_by_hop(&mut parts.headers, upgrading);
     }
-    let idempotent = is_idempotent(&parts.method) && on_upgrade.is_none();
+    let idempotent = is_idempotent(&parts.method) && !upgrading;
     let mut pending = pending_body(body, &parts.headers, idempotent, deadline).await?;
     let replayable = idempotent && matches!(pending, Pending::Replay(_));
-    let upgrading = on_upgrade.is_some();
     let mut sent = 0u32;
     loop {
         let upstream = &route.upstream;
