@@ -206,17 +206,19 @@ pub(crate) fn respond(error: &ProxyError, grpc: bool) -> Response<RespBody> {
 }
 
 /// The same response as raw HTTP/1.1 bytes, for errors found before hyper owns the connection
-/// (the first request head is checked by [`crate::detect`]). The connection closes after it.
-pub(crate) fn respond_raw_h1(error: &ProxyError) -> Vec<u8> {
+/// (the first request head is checked by [`crate::detect`]) and on the HTTP/1.1 fast path.
+/// `close`: the response says the connection closes after it.
+pub(crate) fn respond_raw_h1(error: &ProxyError, close: bool) -> Vec<u8> {
     let status = error.http_status();
     let body = format!("peerd: {error}\n");
     format!(
         "HTTP/1.1 {} {}\r\n{ERROR_HEADER}: {}\r\ncontent-type: text/plain\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+         content-length: {}\r\n{}\r\n{body}",
         status.as_str(),
         status.canonical_reason().unwrap_or(""),
         error.reason(),
         body.len(),
+        if close { "connection: close\r\n" } else { "" },
     )
     .into_bytes()
 }
@@ -257,7 +259,7 @@ mod tests {
                 g.headers()["grpc-status"],
                 e.grpc_status().to_string().as_str()
             );
-            let raw = String::from_utf8(respond_raw_h1(&e)).unwrap();
+            let raw = String::from_utf8(respond_raw_h1(&e, true)).unwrap();
             assert!(raw.starts_with(&format!("HTTP/1.1 {}", e.http_status().as_str())));
             assert!(raw.contains(&format!("{ERROR_HEADER}: {}\r\n", e.reason())));
         }

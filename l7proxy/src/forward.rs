@@ -238,7 +238,7 @@ async fn forward(
 
 /// Whether attempt `sent + 1` may go out: within `max_attempts`, and within the retry budget
 /// unless the retry is `free` (the failed attempt never sent the request). Counts the retry.
-fn may_retry(route: &Route, policy: &Policy, sent: u32, free: bool) -> bool {
+pub(crate) fn may_retry(route: &Route, policy: &Policy, sent: u32, free: bool) -> bool {
     if sent >= policy.max_attempts {
         return false;
     }

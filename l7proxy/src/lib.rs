@@ -45,6 +45,7 @@ pub mod errors;
 mod explain;
 mod failover;
 mod forward;
+mod h1;
 mod idle;
 mod listener;
 mod metrics;

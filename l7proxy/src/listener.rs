@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::detect::{self, Detected, MAX_HEAD, Prefixed};
 use crate::errors::{self, ProxyError};
 use crate::forward::{self, ConnCtx};
+use crate::h1;
 use crate::idle::{self, Activity};
 use crate::proxy::Shared;
 use crate::route::Route;
@@ -117,21 +118,24 @@ async fn serve_connection(
         return Box::pin(tcp::forward(stream, client, &route, &shared)).await;
     }
     let (detected, prefix) = detect::detect(&mut stream, HEAD_TIMEOUT).await;
-    let stream = Prefixed::new(prefix.freeze(), stream);
     let ctx = ConnCtx {
         route,
         shared,
         client,
     };
+    if protocol == Protocol::Http && detected == Detected::Http1 {
+        // hyper takes over from the fast path when a request needs it.
+        return h1::serve(stream, prefix, ctx, HEAD_TIMEOUT).await;
+    }
+    let stream = Prefixed::new(prefix.freeze(), stream);
     match (protocol, detected) {
         (_, Detected::Closed) => {}
         (_, Detected::Reject(error)) => Box::pin(reject(stream, &error)).await,
         (_, Detected::Http2) => Box::pin(serve_h2(stream, ctx)).await,
-        (Protocol::Http, Detected::Http1) => serve_h1(stream, ctx).await,
         (Protocol::Http, Detected::Opaque) => {
             Box::pin(tcp::forward(stream, client, &ctx.route, &ctx.shared)).await;
         }
-        // HTTP/2 ports need the HTTP/2 preface.
+        // HTTP/2 ports need the HTTP/2 preface (`http` ports went to the fast path above).
         (_, Detected::Http1) => Box::pin(reject(stream, &ProxyError::BadRequest)).await,
         (_, Detected::Opaque) => errors::reset_tcp(stream.get_ref(), &ProxyError::BadRequest),
     }
@@ -140,9 +144,9 @@ async fn serve_connection(
 /// Answers a bad first request head and closes. The rest of what the client sends is read and
 /// dropped for a moment (a "lingering close"): closing with unread data would reset the
 /// connection and could destroy the answer before the client reads it.
-async fn reject(mut stream: Prefixed<TcpStream>, error: &ProxyError) {
+pub(crate) async fn reject(mut stream: Prefixed<TcpStream>, error: &ProxyError) {
     tracing::debug!(reason = error.reason(), "rejecting request");
-    let response = errors::respond_raw_h1(error);
+    let response = errors::respond_raw_h1(error, true);
     if stream.write_all(&response).await.is_err() || stream.shutdown().await.is_err() {
         return;
     }
@@ -159,7 +163,7 @@ async fn reject(mut stream: Prefixed<TcpStream>, error: &ProxyError) {
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
-async fn serve_h1(stream: Prefixed<TcpStream>, ctx: ConnCtx) {
+pub(crate) async fn serve_h1(stream: Prefixed<TcpStream>, ctx: ConnCtx) {
     let ctx = Arc::new(ctx);
     let activity = Arc::new(Activity::new(Instant::now()));
     let service = {

@@ -12,6 +12,8 @@ use foldhash::fast;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use tokio::io::AsyncRead;
+
 use crate::body::ReqBody;
 use crate::dial::{BoxIo, Dialer};
 use crate::sync::lock;
@@ -22,6 +24,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 /// How long a reused HTTP/1.1 connection may take to become ready before another is used.
 const READY_WAIT: Duration = Duration::from_millis(100);
+/// A pooled connection idle for longer than this is checked for a close by the endpoint before
+/// the fast path reuses it (a younger one is almost surely open, and the check costs a syscall).
+const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// After a failed HTTP/2 dial, requests queued behind it fail at once for this long instead of
 /// each dialing (and perhaps timing out) in turn.
 const H2_FAST_FAIL: Duration = Duration::from_millis(250);
@@ -54,6 +59,21 @@ pub(crate) struct Upstream {
     dialer: Arc<dyn Dialer>,
     h1: Mutex<HashMap<SocketAddr, Vec<IdleH1>, fast::RandomState>>,
     h2: Mutex<HashMap<SocketAddr, Arc<H2Slot>, fast::RandomState>>,
+    /// Idle byte streams of the HTTP/1.1 fast path ([`crate::h1`]), newest last.
+    raw: Mutex<HashMap<SocketAddr, Vec<IdleRaw>, fast::RandomState>>,
+}
+
+struct IdleRaw {
+    io: BoxIo,
+    since: Instant,
+}
+
+/// A byte stream to an endpoint that the HTTP/1.1 fast path drives itself, one request at a
+/// time.
+pub(crate) struct RawConn {
+    pub(crate) io: BoxIo,
+    /// Taken from the idle pool: the endpoint may have closed it meanwhile.
+    pub(crate) reused: bool,
 }
 
 struct IdleH1 {
@@ -129,6 +149,48 @@ impl Upstream {
             dialer,
             h1: Mutex::default(),
             h2: Mutex::default(),
+            raw: Mutex::default(),
+        }
+    }
+
+    /// A byte stream to `addr` for the fast path: an idle one if any is open, else a new one.
+    /// `check`: make sure an idle one is still open however briefly it was idle (for requests
+    /// that cannot be sent again if it was not).
+    pub(crate) async fn raw(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        check: bool,
+    ) -> Result<RawConn, ConnectError> {
+        if let Some(io) = self.take_raw(addr, check) {
+            return Ok(RawConn { io, reused: true });
+        }
+        let io = Box::pin(self.dial(addr, timeout)).await?;
+        Ok(RawConn { io, reused: false })
+    }
+
+    fn take_raw(&self, addr: SocketAddr, check: bool) -> Option<BoxIo> {
+        loop {
+            let IdleRaw { mut io, since } = lock(&self.raw).get_mut(&addr)?.pop()?;
+            let idle = since.elapsed();
+            if idle > IDLE_TIMEOUT {
+                continue;
+            }
+            if (idle < CHECK_IDLE_AFTER && !check) || is_open(&mut io) {
+                return Some(io);
+            }
+        }
+    }
+
+    /// Returns a fast-path stream whose last response was read whole to the idle pool.
+    pub(crate) fn put_raw(&self, addr: SocketAddr, io: BoxIo) {
+        let mut idle = lock(&self.raw);
+        let list = idle.entry(addr).or_default();
+        if list.len() < MAX_IDLE_PER_ENDPOINT {
+            list.push(IdleRaw {
+                io,
+                since: Instant::now(),
+            });
         }
     }
 
@@ -171,6 +233,10 @@ impl Upstream {
                 });
             }
         }
+        if let Some(io) = self.take_raw(addr, true) {
+            // One the fast path left idle: hyper can drive it as well.
+            return Box::pin(h1_handshake(io, addr, true)).await;
+        }
         Box::pin(self.h1_fresh(addr, timeout)).await
     }
 
@@ -197,19 +263,7 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<Sender, ConnectError> {
         let io = self.dial(addr, timeout).await?;
-        let (sender, conn) = http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(io))
-            .await?;
-        tokio::spawn(async move {
-            if let Err(error) = conn.with_upgrades().await {
-                tracing::trace!(%addr, %error, "upstream HTTP/1.1 connection ended");
-            }
-        });
-        Ok(Sender::H1 {
-            sender,
-            reused: false,
-        })
+        h1_handshake(io, addr, false).await
     }
 
     /// A handle on the HTTP/2 connection to `addr`, dialing it if there is none.
@@ -276,5 +330,31 @@ impl Upstream {
     pub(crate) fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
         lock(&self.h1).retain(|addr, _| keep(addr));
         lock(&self.h2).retain(|addr, _| keep(addr));
+        lock(&self.raw).retain(|addr, _| keep(addr));
     }
+}
+
+/// Starts hyper's HTTP/1.1 client on `io`, a stream to `addr`.
+async fn h1_handshake(io: BoxIo, addr: SocketAddr, reused: bool) -> Result<Sender, ConnectError> {
+    let (sender, conn) = http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(io))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.with_upgrades().await {
+            tracing::trace!(%addr, %error, "upstream HTTP/1.1 connection ended");
+        }
+    });
+    Ok(Sender::H1 { sender, reused })
+}
+
+/// Whether an idle stream is still open: a read that would block means nothing arrived, not
+/// even the end of the stream. Unsolicited bytes make it unusable too.
+fn is_open(io: &mut BoxIo) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(io)
+        .poll_read(&mut cx, &mut buf)
+        .is_pending()
 }

@@ -5,6 +5,7 @@
 mod support;
 
 mod failover;
+mod fast_path;
 mod malformed;
 mod observability;
 mod protocols;

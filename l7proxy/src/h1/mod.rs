@@ -1,0 +1,454 @@
+//! The HTTP/1.1 fast path: plain requests relayed between the client and a pooled endpoint
+//! connection by the client connection's own task, the way HAProxy and Envoy's codecs do it.
+//!
+//! hyper's server and client are general and correct, and a request through the pair of them
+//! costs about as much CPU as HAProxy's whole request: a request and a response are each parsed
+//! into header maps and serialized again, and the upstream connection lives in a task of its own
+//! that every request reaches through a channel. Here the heads are parsed with httparse
+//! ([`head`]) and copied without their hop-by-hop fields, bodies go through as bytes (chunked ones
+//! unchanged, [`chunked`] only finds their end), and one task reads and writes both sockets.
+//!
+//! The fast path takes HTTP/1.1 requests without `Upgrade`, `Expect` or `Transfer-Encoding`,
+//! whose body (if any) has a `content-length` of at most [`crate::forward::MAX_REPLAY_BODY`]; everything else
+//! (and everything after it on the same connection) is served by hyper through
+//! [`crate::listener::serve_h1`], which handles the general case. Balancing, retries, timeouts,
+//! metrics, the access log and error responses are the same on both paths.
+
+mod chunked;
+mod head;
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use l7proxy_balance::FailureKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+use crate::access_log::{AccessLogEntry, millis, unix_ms};
+use crate::detect::Prefixed;
+use crate::errors::{self, ErrorSide, ProxyError};
+use crate::failover::Failover;
+use crate::forward::{ConnCtx, may_retry};
+use crate::idle;
+use crate::listener;
+use crate::pool::RawConn;
+use crate::route::{Route, tier_name};
+
+use self::head::{Framing, Request, RequestHead, ResponseHead, Summary};
+
+/// Buffer space made available before each read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Serves an HTTP/1.1 client connection whose first bytes (`buf`) were read by detection.
+pub(crate) async fn serve(stream: TcpStream, buf: BytesMut, ctx: ConnCtx, head_timeout: Duration) {
+    let now = Instant::now();
+    let mut conn = Conn {
+        io: Io {
+            stream,
+            buf,
+            out: Vec::new(),
+            resp: Vec::new(),
+            up: BytesMut::new(),
+        },
+        ctx,
+        idle_since: now,
+        head_timeout,
+        timer: Box::pin(tokio::time::sleep_until((now + head_timeout).into())),
+    };
+    let end = conn.run().await;
+    let Conn { io, ctx, .. } = conn;
+    let stream = Prefixed::new(io.buf.freeze(), io.stream);
+    match end {
+        End::Closed => {}
+        End::Slow => Box::pin(listener::serve_h1(stream, ctx)).await,
+        End::Reject(error) => Box::pin(listener::reject(stream, &error)).await,
+    }
+}
+
+/// How the fast path let go of a connection.
+enum End {
+    /// Closed (by either side), or done.
+    Closed,
+    /// The next request is for hyper.
+    Slow,
+    /// The next request head is malformed.
+    Reject(ProxyError),
+}
+
+struct Conn {
+    io: Io,
+    ctx: ConnCtx,
+    /// When the last response was sent (or the connection opened).
+    idle_since: Instant,
+    head_timeout: Duration,
+    /// Closes the connection once idle for `head_timeout`: armed once, pushed back only when it
+    /// fires (see [`idle::next_check`]), so requests cost no timer operation.
+    timer: Pin<Box<Sleep>>,
+}
+
+/// The buffers and sockets of one client connection.
+struct Io {
+    stream: TcpStream,
+    /// Bytes from the client not yet handled.
+    buf: BytesMut,
+    /// The request as sent upstream: head and body.
+    out: Vec<u8>,
+    /// A response head (and the first body bytes) as sent to the client.
+    resp: Vec<u8>,
+    /// Bytes from the endpoint.
+    up: BytesMut,
+}
+
+impl Conn {
+    async fn run(&mut self) -> End {
+        loop {
+            let mut summary = self.ctx.shared.access_log.enabled().then(Summary::default);
+            let req = loop {
+                match head::parse_request(&self.io.buf, &mut self.io.out, summary.as_mut()) {
+                    Request::Partial => {}
+                    Request::Fast(req) => break req,
+                    Request::Slow => return End::Slow,
+                    Request::Bad(error) => return End::Reject(error),
+                }
+                match self.read_head().await {
+                    Ok(0) | Err(_) => return End::Closed,
+                    Ok(_) => {}
+                }
+            };
+            let start = Instant::now();
+            let policy = self.ctx.route.policy();
+            let deadline = start + policy.request_timeout;
+            let total = req.len + req.body_len;
+            while self.io.buf.len() < total {
+                reserve(&mut self.io.buf);
+                let read = self.io.stream.read_buf(&mut self.io.buf);
+                match tokio::time::timeout_at(deadline.into(), read).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    // The client went away or stalled in the middle of its body.
+                    _ => return End::Closed,
+                }
+            }
+            self.io.out.extend_from_slice(&self.io.buf[req.len..total]);
+            self.io.buf.advance(total);
+            let keep = forward(&self.ctx, &mut self.io, &req, start, summary).await;
+            if !keep || req.close {
+                return End::Closed;
+            }
+            self.idle_since = Instant::now();
+        }
+    }
+
+    /// Reads more of a request head, closing the connection once idle for too long.
+    async fn read_head(&mut self) -> io::Result<usize> {
+        reserve(&mut self.io.buf);
+        loop {
+            tokio::select! {
+                biased;
+                read = self.io.stream.read_buf(&mut self.io.buf) => return read,
+                () = &mut self.timer => {
+                    match idle::next_check(Some(self.idle_since), Instant::now(), self.head_timeout) {
+                        Some(at) => self.timer.as_mut().reset(at.into()),
+                        None => return Err(io::ErrorKind::TimedOut.into()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forwards one request (in `io.out`) with retries and relays the response. Returns whether the
+/// client connection can take another request.
+async fn forward(
+    ctx: &ConnCtx,
+    io: &mut Io,
+    req: &RequestHead,
+    start: Instant,
+    summary: Option<Summary>,
+) -> bool {
+    let route = &*ctx.route;
+    route.deposit(start);
+    let policy = route.policy();
+    let deadline = start + policy.request_timeout;
+    let mut failover = Failover::default();
+    let mut sent = 0u32;
+    let outcome = loop {
+        let upstream = &route.upstream;
+        let timeout = policy.connect_timeout;
+        let connected = failover
+            .connect(route, deadline, |addr| {
+                upstream.raw(addr, timeout, !req.idempotent)
+            })
+            .await;
+        let (attempt, mut conn) = match connected {
+            Ok(connected) => connected,
+            Err(error) => break Err(error),
+        };
+        sent += 1;
+        let addr = attempt.addr;
+        let try_deadline = deadline.min(Instant::now() + policy.try_timeout);
+        let exchange = io.exchange(&mut conn, req, route, addr, timeout);
+        let error = match tokio::time::timeout_at(try_deadline.into(), exchange).await {
+            Ok(Ok(head)) if head.status < 500 => {
+                attempt.succeeded();
+                break Ok((head, conn, addr));
+            }
+            Ok(Ok(head)) => {
+                attempt.failed(FailureKind::Status5xx);
+                if !(req.idempotent && may_retry(route, &policy, sent, false)) {
+                    break Ok((head, conn, addr));
+                }
+                tracing::debug!(service = %route.name, %addr, status = head.status, "retrying");
+                ProxyError::UpstreamProtocol
+            }
+            Ok(Err(error)) => {
+                attempt.failed(FailureKind::Reset);
+                if !(req.idempotent && may_retry(route, &policy, sent, false)) {
+                    break Err(error);
+                }
+                tracing::debug!(service = %route.name, %addr, %error, "retrying");
+                error
+            }
+            Err(_) => {
+                attempt.failed(FailureKind::Timeout);
+                if try_deadline >= deadline {
+                    break Err(ProxyError::RequestTimeout);
+                }
+                if !(req.idempotent && may_retry(route, &policy, sent, false)) {
+                    break Err(ProxyError::TryTimeout);
+                }
+                ProxyError::TryTimeout
+            }
+        };
+        failover.avoid(addr);
+        failover.last_error = Some(error);
+    };
+    let elapsed = start.elapsed();
+    let (status, error) = match &outcome {
+        Ok((head, _, _)) => (head.status, None),
+        Err(error) => (error.http_status().as_u16(), Some(error)),
+    };
+    let answered_by = outcome.as_ref().ok().map(|(_, _, addr)| *addr);
+    route.count_request(answered_by, status, elapsed);
+    if let Some(summary) = summary {
+        log(ctx, summary, status, &failover, error, elapsed);
+    }
+    match outcome {
+        Ok((head, conn, addr)) => io.relay(conn, head, req.close, route, addr).await,
+        Err(error) => {
+            let close = req.close || error.side() == ErrorSide::Downstream;
+            let response = errors::respond_raw_h1(&error, close);
+            io.stream.write_all(&response).await.is_ok() && !close
+        }
+    }
+}
+
+impl Io {
+    /// Sends the request and reads the response head; a pooled connection the endpoint closed
+    /// meanwhile is replaced by a fresh one once, for idempotent requests.
+    async fn exchange(
+        &mut self,
+        conn: &mut RawConn,
+        req: &RequestHead,
+        route: &Route,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<ResponseHead, ProxyError> {
+        match self.send(conn, req).await {
+            Err(Failure::Stale) if conn.reused && req.idempotent => {}
+            Err(failure) => return Err(failure.into()),
+            Ok(head) => return Ok(head),
+        }
+        let io = route
+            .upstream
+            .dial(addr, connect_timeout)
+            .await
+            .map_err(|_| ProxyError::UpstreamReset)?;
+        *conn = RawConn { io, reused: false };
+        self.send(conn, req).await.map_err(ProxyError::from)
+    }
+
+    async fn send(
+        &mut self,
+        conn: &mut RawConn,
+        req: &RequestHead,
+    ) -> Result<ResponseHead, Failure> {
+        conn.io
+            .write_all(&self.out)
+            .await
+            .map_err(|_| Failure::Stale)?;
+        self.up.clear();
+        loop {
+            reserve(&mut self.up);
+            match conn.io.read_buf(&mut self.up).await {
+                Ok(0) | Err(_) if self.up.is_empty() => return Err(Failure::Stale),
+                Ok(0) | Err(_) => return Err(Failure::Error(ProxyError::UpstreamReset)),
+                Ok(_) => {}
+            }
+            loop {
+                let parsed =
+                    head::parse_response(&self.up, req.head_method, req.close, &mut self.resp);
+                match parsed.map_err(Failure::Error)? {
+                    None => break,
+                    // No upgrade was asked for.
+                    Some(head) if head.status == 101 => {
+                        return Err(Failure::Error(ProxyError::UpstreamProtocol));
+                    }
+                    Some(head) if head.status < 200 => {
+                        // Interim responses go on to the client (RFC 9110 §15.2); a client
+                        // gone by now finds out when the final response is written.
+                        let _ = self.stream.write_all(&self.resp).await;
+                        self.up.advance(head.len);
+                    }
+                    Some(head) => return Ok(head),
+                }
+            }
+        }
+    }
+
+    /// Sends the response (head in `resp`, body from `conn`) to the client and returns the
+    /// connection to the pool when it can take another request. Returns whether the client
+    /// connection can.
+    async fn relay(
+        &mut self,
+        mut conn: RawConn,
+        head: ResponseHead,
+        close: bool,
+        route: &Route,
+        addr: SocketAddr,
+    ) -> bool {
+        self.up.advance(head.len);
+        let mut body = Body::new(head.framing);
+        let Ok(done) = body.take(&mut self.up, &mut self.resp) else {
+            return false;
+        };
+        if self.stream.write_all(&self.resp).await.is_err() {
+            return false;
+        }
+        if !done && !self.relay_rest(&mut conn, &mut body).await {
+            return false;
+        }
+        if head.keep_alive && self.up.is_empty() {
+            route.upstream.put_raw(addr, conn.io);
+        }
+        !close && head.framing != Framing::UntilClose
+    }
+
+    /// Copies the rest of the body; false when either side failed before its end.
+    async fn relay_rest(&mut self, conn: &mut RawConn, body: &mut Body) -> bool {
+        loop {
+            self.up.clear();
+            reserve(&mut self.up);
+            match conn.io.read_buf(&mut self.up).await {
+                Ok(0) => return body.framing == Framing::UntilClose,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+            self.resp.clear();
+            let Ok(done) = body.take(&mut self.up, &mut self.resp) else {
+                return false;
+            };
+            if self.stream.write_all(&self.resp).await.is_err() {
+                return false;
+            }
+            if done {
+                return true;
+            }
+        }
+    }
+}
+
+/// Where a response body ends.
+struct Body {
+    framing: Framing,
+    /// Bytes left of a `content-length` body.
+    left: u64,
+    chunks: chunked::Scanner,
+}
+
+impl Body {
+    fn new(framing: Framing) -> Self {
+        let left = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        Self {
+            framing,
+            left,
+            chunks: chunked::Scanner::default(),
+        }
+    }
+
+    /// Moves the body's bytes from the front of `from` to `to`; true once the body is whole.
+    fn take(&mut self, from: &mut BytesMut, to: &mut Vec<u8>) -> Result<bool, chunked::Malformed> {
+        let (n, done) = match self.framing {
+            Framing::Empty => (0, true),
+            Framing::Length(_) => {
+                let n = self.left.min(from.len() as u64);
+                self.left -= n;
+                (n as usize, self.left == 0)
+            }
+            Framing::Chunked => match self.chunks.scan(from)? {
+                Some(end) => (end, true),
+                None => (from.len(), false),
+            },
+            Framing::UntilClose => (from.len(), false),
+        };
+        to.extend_from_slice(&from[..n]);
+        from.advance(n);
+        Ok(done)
+    }
+}
+
+/// Why an exchange failed.
+enum Failure {
+    /// The connection was closed (or refused the request) before any response byte arrived.
+    Stale,
+    Error(ProxyError),
+}
+
+impl From<Failure> for ProxyError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Stale => ProxyError::UpstreamReset,
+            Failure::Error(error) => error,
+        }
+    }
+}
+
+/// Makes room for a read.
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+fn log(
+    ctx: &ConnCtx,
+    summary: Summary,
+    status: u16,
+    failover: &Failover,
+    error: Option<&ProxyError>,
+    elapsed: Duration,
+) {
+    let upstream = failover.upstream;
+    ctx.shared.access_log.log(&AccessLogEntry {
+        unix_ms: unix_ms(),
+        service: ctx.route.name.to_string(),
+        client: ctx.client,
+        protocol: "HTTP/1.1",
+        method: summary.method,
+        authority: summary.authority,
+        path: summary.path,
+        status,
+        upstream: upstream.map(|(addr, _)| addr),
+        cluster: upstream.map(|(addr, _)| ctx.route.cluster(&addr).to_string()),
+        tier: upstream.map(|(_, tier)| tier_name(tier)),
+        attempts: failover.attempts,
+        duration_ms: millis(elapsed),
+        error: error.map(ProxyError::reason),
+    });
+}
