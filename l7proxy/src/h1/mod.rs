@@ -40,8 +40,14 @@ use crate::route::{Route, tier_name};
 
 use self::head::{Framing, Request, RequestHead, ResponseHead, Summary};
 
-/// Buffer space made available before each read.
-const READ_CHUNK: usize = 16 * 1024;
+/// Buffer space made available before a read from the client, and before reading a response
+/// head: heads and small bodies fit, idle connections stay small.
+const READ_CHUNK: usize = 4 * 1024;
+/// Largest read buffer a long response body grows the upstream buffer to.
+const MAX_READ_CHUNK: usize = 64 * 1024;
+/// `out` and `resp` larger than this (a large request or response) are not kept for the next
+/// request.
+const KEEP_BUFFER: usize = 64 * 1024;
 
 /// Serves an HTTP/1.1 client connection whose first bytes (`buf`) were read by detection.
 pub(crate) async fn serve(stream: TcpStream, buf: BytesMut, ctx: ConnCtx, head_timeout: Duration) {
@@ -124,7 +130,7 @@ impl Conn {
             let deadline = start + policy.request_timeout;
             let total = req.len + req.body_len;
             while self.io.buf.len() < total {
-                reserve(&mut self.io.buf);
+                reserve(&mut self.io.buf, READ_CHUNK);
                 let read = self.io.stream.read_buf(&mut self.io.buf);
                 match tokio::time::timeout_at(deadline.into(), read).await {
                     Ok(Ok(n)) if n > 0 => {}
@@ -138,13 +144,18 @@ impl Conn {
             if !keep || req.close {
                 return End::Closed;
             }
+            for buf in [&mut self.io.out, &mut self.io.resp] {
+                if buf.capacity() > KEEP_BUFFER {
+                    *buf = Vec::new();
+                }
+            }
             self.idle_since = Instant::now();
         }
     }
 
     /// Reads more of a request head, closing the connection once idle for too long.
     async fn read_head(&mut self) -> io::Result<usize> {
-        reserve(&mut self.io.buf);
+        reserve(&mut self.io.buf, READ_CHUNK);
         loop {
             tokio::select! {
                 biased;
@@ -282,7 +293,7 @@ impl Io {
             .map_err(|_| Failure::Stale)?;
         self.up.clear();
         loop {
-            reserve(&mut self.up);
+            reserve(&mut self.up, READ_CHUNK);
             match conn.io.read_buf(&mut self.up).await {
                 Ok(0) | Err(_) if self.up.is_empty() => return Err(Failure::Stale),
                 Ok(0) | Err(_) => return Err(Failure::Error(ProxyError::UpstreamReset)),
@@ -339,11 +350,14 @@ impl Io {
 
     /// Copies the rest of the body; false when either side failed before its end.
     async fn relay_rest(&mut self, conn: &mut RawConn, body: &mut Body) -> bool {
+        let mut chunk = READ_CHUNK;
         loop {
             self.up.clear();
-            reserve(&mut self.up);
+            reserve(&mut self.up, chunk);
             match conn.io.read_buf(&mut self.up).await {
                 Ok(0) => return body.framing == Framing::UntilClose,
+                // A long body: read more at a time.
+                Ok(n) if n == self.up.capacity() => chunk = (chunk * 2).min(MAX_READ_CHUNK),
                 Ok(_) => {}
                 Err(_) => return false,
             }
@@ -419,10 +433,10 @@ impl From<Failure> for ProxyError {
     }
 }
 
-/// Makes room for a read.
-fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
+/// Makes room for a read of about `chunk` bytes.
+fn reserve(buf: &mut BytesMut, chunk: usize) {
+    if buf.capacity() - buf.len() < chunk / 4 {
+        buf.reserve(chunk);
     }
 }
 

@@ -126,8 +126,24 @@ fn framing_answers(request: &str) -> Vec<u8> {
             r
         }
         "/until-close" => b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec(),
+        "/big" => ok(&big_body()),
+        "/big-chunked" => {
+            let mut r = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            for piece in big_body().as_bytes().chunks(100_000) {
+                r.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                r.extend_from_slice(piece);
+                r.extend_from_slice(b"\r\n");
+            }
+            r.extend_from_slice(b"0\r\n\r\n");
+            r
+        }
         p => ok(p),
     }
+}
+
+/// A megabyte of varied text.
+fn big_body() -> String {
+    (0..100_000).map(|i| format!("{i:09}\n")).collect()
 }
 
 #[tokio::test]
@@ -160,6 +176,10 @@ async fn response_framing_passes_through_byte_for_byte() {
     let hints = "HTTP/1.1 103 Early Hints\r\nlink: </s.css>\r\n\r\n\
                  HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nafter hints";
     ask("GET", "/hints", hints).await;
+    let big = String::from_utf8(framing_answers("GET /big HTTP/1.1")).unwrap();
+    ask("GET", "/big", &big).await;
+    let chunked = String::from_utf8(framing_answers("GET /big-chunked HTTP/1.1")).unwrap();
+    ask("GET", "/big-chunked", &chunked).await;
     // All of that on one upstream connection.
     assert_eq!(*e.connections.lock().unwrap(), 1);
     // A body that ends when the endpoint closes ends the client connection too.
