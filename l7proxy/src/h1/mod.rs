@@ -33,7 +33,6 @@ use crate::detect::Prefixed;
 use crate::errors::{self, ErrorSide, ProxyError};
 use crate::failover::Failover;
 use crate::forward::{ConnCtx, may_retry};
-use crate::idle;
 use crate::listener;
 use crate::pool::RawConn;
 use crate::route::{Route, tier_name};
@@ -48,6 +47,9 @@ const MAX_READ_CHUNK: usize = 64 * 1024;
 /// `out` and `resp` larger than this (a large request or response) are not kept for the next
 /// request.
 const KEEP_BUFFER: usize = 64 * 1024;
+/// A client connection idle for this long gives its buffers back (HAProxy does at once); a
+/// busy one keeps them from request to request.
+const RELEASE_AFTER: Duration = Duration::from_millis(500);
 
 /// Serves an HTTP/1.1 client connection whose first bytes (`buf`) were read by detection.
 pub(crate) async fn serve(stream: TcpStream, buf: BytesMut, ctx: ConnCtx, head_timeout: Duration) {
@@ -63,7 +65,7 @@ pub(crate) async fn serve(stream: TcpStream, buf: BytesMut, ctx: ConnCtx, head_t
         ctx,
         idle_since: now,
         head_timeout,
-        timer: Box::pin(tokio::time::sleep_until((now + head_timeout).into())),
+        timer: Box::pin(tokio::time::sleep_until((now + RELEASE_AFTER).into())),
     };
     let end = conn.run().await;
     let Conn { io, ctx, .. } = conn;
@@ -91,8 +93,9 @@ struct Conn {
     /// When the last response was sent (or the connection opened).
     idle_since: Instant,
     head_timeout: Duration,
-    /// Closes the connection once idle for `head_timeout`: armed once, pushed back only when it
-    /// fires (see [`idle::next_check`]), so requests cost no timer operation.
+    /// Releases the buffers once idle for [`RELEASE_AFTER`] and closes the connection once idle
+    /// for `head_timeout`: armed once and pushed back only when it fires, so requests cost no
+    /// timer operation.
     timer: Pin<Box<Sleep>>,
 }
 
@@ -153,21 +156,49 @@ impl Conn {
         }
     }
 
-    /// Reads more of a request head, closing the connection once idle for too long.
+    /// Reads more of a request head, releasing the buffers and then closing the connection as
+    /// it stays idle.
     async fn read_head(&mut self) -> io::Result<usize> {
-        reserve(&mut self.io.buf, READ_CHUNK);
         loop {
-            tokio::select! {
-                biased;
-                read = self.io.stream.read_buf(&mut self.io.buf) => return read,
-                () = &mut self.timer => {
-                    match idle::next_check(Some(self.idle_since), Instant::now(), self.head_timeout) {
-                        Some(at) => self.timer.as_mut().reset(at.into()),
-                        None => return Err(io::ErrorKind::TimedOut.into()),
+            if self.io.buf.capacity() == 0 {
+                // Released: wait for bytes without a buffer.
+                tokio::select! {
+                    biased;
+                    ready = self.io.stream.readable() => ready?,
+                    () = &mut self.timer => {
+                        self.on_timer()?;
+                        continue;
                     }
                 }
             }
+            reserve(&mut self.io.buf, READ_CHUNK);
+            tokio::select! {
+                biased;
+                read = self.io.stream.read_buf(&mut self.io.buf) => return read,
+                () = &mut self.timer => self.on_timer()?,
+            }
         }
+    }
+
+    /// The idle timer fired: release the buffers, close, or look again later.
+    fn on_timer(&mut self) -> io::Result<()> {
+        let now = Instant::now();
+        let idle = now.saturating_duration_since(self.idle_since);
+        if idle >= self.head_timeout {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        // A partial head keeps its buffer: only the head timeout applies to it.
+        let releasable = self.io.buf.is_empty() && self.io.holds_buffers();
+        if releasable && idle >= RELEASE_AFTER {
+            self.io.release();
+        }
+        let next = if self.io.buf.is_empty() && self.io.holds_buffers() {
+            self.idle_since + RELEASE_AFTER
+        } else {
+            self.idle_since + self.head_timeout
+        };
+        self.timer.as_mut().reset(next.into());
+        Ok(())
     }
 }
 
@@ -258,6 +289,16 @@ async fn forward(
 }
 
 impl Io {
+    fn holds_buffers(&self) -> bool {
+        self.buf.capacity() + self.up.capacity() + self.out.capacity() + self.resp.capacity() > 0
+    }
+
+    fn release(&mut self) {
+        self.buf = BytesMut::new();
+        self.up = BytesMut::new();
+        self.out = Vec::new();
+        self.resp = Vec::new();
+    }
     /// Sends the request and reads the response head; a pooled connection the endpoint closed
     /// meanwhile is replaced by a fresh one once, for idempotent requests.
     async fn exchange(
