@@ -78,7 +78,11 @@ pub(crate) async fn close_when_idle<F: Future>(
 }
 
 /// When the idle timer fires at `now`: the instant to check again, or `None` to close.
-fn next_check(idle_since: Option<Instant>, now: Instant, limit: Duration) -> Option<Instant> {
+pub(crate) fn next_check(
+    idle_since: Option<Instant>,
+    now: Instant,
+    limit: Duration,
+) -> Option<Instant> {
     match idle_since {
         Some(since) if now.saturating_duration_since(since) >= limit => None,
         Some(since) => Some(since + limit),

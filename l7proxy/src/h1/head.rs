@@ -84,6 +84,7 @@ pub(crate) fn parse_request(
         return Request::Slow;
     }
     out.clear();
+    out.reserve(len + body_len as usize);
     out.extend_from_slice(method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
@@ -175,6 +176,7 @@ pub(crate) fn parse_response(
     };
     let keep_alive = version == 1 && !fields.close && framing != Framing::UntilClose;
     out.clear();
+    out.reserve(len + 32);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa3(status).as_slice());
     out.push(b' ');

@@ -33,6 +33,7 @@ use crate::detect::Prefixed;
 use crate::errors::{self, ErrorSide, ProxyError};
 use crate::failover::Failover;
 use crate::forward::{ConnCtx, may_retry};
+use crate::idle;
 use crate::listener;
 use crate::pool::RawConn;
 use crate::route::{Route, tier_name};
@@ -47,9 +48,8 @@ const MAX_READ_CHUNK: usize = 64 * 1024;
 /// `out` and `resp` larger than this (a large request or response) are not kept for the next
 /// request.
 const KEEP_BUFFER: usize = 64 * 1024;
-/// A client connection idle for this long gives its buffers back (HAProxy does at once); a
-/// busy one keeps them from request to request.
-const RELEASE_AFTER: Duration = Duration::from_millis(500);
+/// Head buffers up to this size stay with an idle connection.
+const SMALL_HEAD: usize = 1024;
 
 /// Serves an HTTP/1.1 client connection whose first bytes (`buf`) were read by detection.
 pub(crate) async fn serve(stream: TcpStream, buf: BytesMut, ctx: ConnCtx, head_timeout: Duration) {
@@ -65,7 +65,7 @@ pub(crate) async fn serve(stream: TcpStream, buf: BytesMut, ctx: ConnCtx, head_t
         ctx,
         idle_since: now,
         head_timeout,
-        timer: Box::pin(tokio::time::sleep_until((now + RELEASE_AFTER).into())),
+        timer: Box::pin(tokio::time::sleep_until((now + head_timeout).into())),
     };
     let end = conn.run().await;
     let Conn { io, ctx, .. } = conn;
@@ -93,9 +93,8 @@ struct Conn {
     /// When the last response was sent (or the connection opened).
     idle_since: Instant,
     head_timeout: Duration,
-    /// Releases the buffers once idle for [`RELEASE_AFTER`] and closes the connection once idle
-    /// for `head_timeout`: armed once and pushed back only when it fires, so requests cost no
-    /// timer operation.
+    /// Closes the connection once idle for `head_timeout`: armed once, pushed back only when it
+    /// fires (see [`idle::next_check`]), so requests cost no timer operation.
     timer: Pin<Box<Sleep>>,
 }
 
@@ -156,9 +155,13 @@ impl Conn {
         }
     }
 
-    /// Reads more of a request head, releasing the buffers and then closing the connection as
-    /// it stays idle.
+    /// Reads more of a request head, closing the connection once idle for too long. A
+    /// connection waiting for its next request gives its read buffers back first, as HAProxy's
+    /// do: idle connections cost little memory, and the buffers go to busy ones.
     async fn read_head(&mut self) -> io::Result<usize> {
+        if self.io.buf.is_empty() {
+            self.io.release();
+        }
         loop {
             if self.io.buf.capacity() == 0 {
                 // Released: wait for bytes without a buffer.
@@ -180,25 +183,15 @@ impl Conn {
         }
     }
 
-    /// The idle timer fired: release the buffers, close, or look again later.
+    /// The idle timer fired: close, or look again when the limit is up.
     fn on_timer(&mut self) -> io::Result<()> {
-        let now = Instant::now();
-        let idle = now.saturating_duration_since(self.idle_since);
-        if idle >= self.head_timeout {
-            return Err(io::ErrorKind::TimedOut.into());
+        match idle::next_check(Some(self.idle_since), Instant::now(), self.head_timeout) {
+            Some(at) => {
+                self.timer.as_mut().reset(at.into());
+                Ok(())
+            }
+            None => Err(io::ErrorKind::TimedOut.into()),
         }
-        // A partial head keeps its buffer: only the head timeout applies to it.
-        let releasable = self.io.buf.is_empty() && self.io.holds_buffers();
-        if releasable && idle >= RELEASE_AFTER {
-            self.io.release();
-        }
-        let next = if self.io.buf.is_empty() && self.io.holds_buffers() {
-            self.idle_since + RELEASE_AFTER
-        } else {
-            self.idle_since + self.head_timeout
-        };
-        self.timer.as_mut().reset(next.into());
-        Ok(())
     }
 }
 
@@ -289,16 +282,18 @@ async fn forward(
 }
 
 impl Io {
-    fn holds_buffers(&self) -> bool {
-        self.buf.capacity() + self.up.capacity() + self.out.capacity() + self.resp.capacity() > 0
+    /// Gives the read buffers back to the thread's [`POOL`] and drops large head buffers.
+    fn release(&mut self) {
+        recycle(std::mem::take(&mut self.buf));
+        recycle(std::mem::take(&mut self.up));
+        // Heads of ordinary requests and responses are worth keeping.
+        for buf in [&mut self.out, &mut self.resp] {
+            if buf.capacity() > SMALL_HEAD {
+                *buf = Vec::new();
+            }
+        }
     }
 
-    fn release(&mut self) {
-        self.buf = BytesMut::new();
-        self.up = BytesMut::new();
-        self.out = Vec::new();
-        self.resp = Vec::new();
-    }
     /// Sends the request and reads the response head; a pooled connection the endpoint closed
     /// meanwhile is replaced by a fresh one once, for idempotent requests.
     async fn exchange(
@@ -373,6 +368,7 @@ impl Io {
         addr: SocketAddr,
     ) -> bool {
         self.up.advance(head.len);
+        self.resp.reserve(self.up.len());
         let mut body = Body::new(head.framing);
         let Ok(done) = body.take(&mut self.up, &mut self.resp) else {
             return false;
@@ -476,8 +472,36 @@ impl From<Failure> for ProxyError {
 
 /// Makes room for a read of about `chunk` bytes.
 fn reserve(buf: &mut BytesMut, chunk: usize) {
+    if buf.capacity() == 0 {
+        *buf = POOL.with_borrow_mut(Vec::pop).unwrap_or_default();
+    }
     if buf.capacity() - buf.len() < chunk / 4 {
         buf.reserve(chunk);
+    }
+}
+
+thread_local! {
+    /// Read buffers that idle connections gave back, for the next ones that need one: most
+    /// requests then cost no allocation although idle connections hold no buffer.
+    static POOL: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Most buffers kept in a thread's [`POOL`].
+const POOL_SIZE: usize = 256;
+
+/// Gives an empty, ordinary-sized buffer back to the pool (others are freed).
+fn recycle(mut buf: BytesMut) {
+    if !buf.is_empty() {
+        return;
+    }
+    // Takes back the space before the read position, without allocating.
+    buf.reserve(READ_CHUNK);
+    if (READ_CHUNK..=4 * READ_CHUNK).contains(&buf.capacity()) {
+        POOL.with_borrow_mut(|pool| {
+            if pool.len() < POOL_SIZE {
+                pool.push(buf);
+            }
+        });
     }
 }
 
