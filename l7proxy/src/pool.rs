@@ -155,24 +155,25 @@ impl Upstream {
 
     /// A byte stream to `addr` for the fast path: an idle one if any is open, else a new one.
     /// `check`: make sure an idle one is still open however briefly it was idle (for requests
-    /// that cannot be sent again if it was not).
+    /// that cannot be sent again if it was not). `now`: about now (the request's start).
     pub(crate) async fn raw(
         &self,
         addr: SocketAddr,
         timeout: Duration,
         check: bool,
+        now: Instant,
     ) -> Result<RawConn, ConnectError> {
-        if let Some(io) = self.take_raw(addr, check) {
+        if let Some(io) = self.take_raw(addr, check, now) {
             return Ok(RawConn { io, reused: true });
         }
         let io = Box::pin(self.dial(addr, timeout)).await?;
         Ok(RawConn { io, reused: false })
     }
 
-    fn take_raw(&self, addr: SocketAddr, check: bool) -> Option<BoxIo> {
+    fn take_raw(&self, addr: SocketAddr, check: bool, now: Instant) -> Option<BoxIo> {
         loop {
             let IdleRaw { mut io, since } = lock(&self.raw).get_mut(&addr)?.pop()?;
-            let idle = since.elapsed();
+            let idle = now.saturating_duration_since(since);
             if idle > IDLE_TIMEOUT {
                 continue;
             }
@@ -182,15 +183,13 @@ impl Upstream {
         }
     }
 
-    /// Returns a fast-path stream whose last response was read whole to the idle pool.
-    pub(crate) fn put_raw(&self, addr: SocketAddr, io: BoxIo) {
+    /// Returns a fast-path stream whose last response was read whole to the idle pool; `since`:
+    /// when its last request started (a little before it became idle).
+    pub(crate) fn put_raw(&self, addr: SocketAddr, io: BoxIo, since: Instant) {
         let mut idle = lock(&self.raw);
         let list = idle.entry(addr).or_default();
         if list.len() < MAX_IDLE_PER_ENDPOINT {
-            list.push(IdleRaw {
-                io,
-                since: Instant::now(),
-            });
+            list.push(IdleRaw { io, since });
         }
     }
 
@@ -233,7 +232,7 @@ impl Upstream {
                 });
             }
         }
-        if let Some(io) = self.take_raw(addr, true) {
+        if let Some(io) = self.take_raw(addr, true, Instant::now()) {
             // One the fast path left idle: hyper can drive it as well.
             return Box::pin(h1_handshake(io, addr, true)).await;
         }

@@ -185,6 +185,11 @@ pub(crate) struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
+    /// When the endpoint was picked.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
     pub(crate) fn succeeded(mut self) {
         self.reported = true;
         self.report(|latency| Outcome::Success { latency });

@@ -19,7 +19,7 @@ mod head;
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -66,6 +66,7 @@ pub(crate) async fn serve(stream: TcpStream, buf: BytesMut, ctx: ConnCtx, head_t
         idle_since: now,
         head_timeout,
         timer: Box::pin(tokio::time::sleep_until((now + head_timeout).into())),
+        try_timer: Box::pin(tokio::time::sleep_until((now + head_timeout).into())),
     };
     let end = conn.run().await;
     let Conn { io, ctx, .. } = conn;
@@ -96,6 +97,9 @@ struct Conn {
     /// Closes the connection once idle for `head_timeout`: armed once, pushed back only when it
     /// fires (see [`idle::next_check`]), so requests cost no timer operation.
     timer: Pin<Box<Sleep>>,
+    /// Limits each attempt. Registered once: successive attempts' deadlines only move later,
+    /// which tokio handles without touching its timer wheel.
+    try_timer: Pin<Box<Sleep>>,
 }
 
 /// The buffers and sockets of one client connection.
@@ -128,21 +132,31 @@ impl Conn {
                 }
             };
             let start = Instant::now();
-            let policy = self.ctx.route.policy();
-            let deadline = start + policy.request_timeout;
             let total = req.len + req.body_len;
-            while self.io.buf.len() < total {
-                reserve(&mut self.io.buf, READ_CHUNK);
-                let read = self.io.stream.read_buf(&mut self.io.buf);
-                match tokio::time::timeout_at(deadline.into(), read).await {
-                    Ok(Ok(n)) if n > 0 => {}
-                    // The client went away or stalled in the middle of its body.
-                    _ => return End::Closed,
+            if self.io.buf.len() < total {
+                let deadline = start + self.ctx.route.policy().request_timeout;
+                let rest = self.io.read_body(total);
+                if tokio::time::timeout_at(deadline.into(), rest)
+                    .await
+                    .is_err()
+                {
+                    // The client stalled in the middle of its body.
+                    return End::Closed;
+                }
+                if self.io.buf.len() < total {
+                    // The client went away.
+                    return End::Closed;
                 }
             }
             self.io.out.extend_from_slice(&self.io.buf[req.len..total]);
             self.io.buf.advance(total);
-            let keep = forward(&self.ctx, &mut self.io, &req, start, summary).await;
+            let exchange = Exchange {
+                ctx: &self.ctx,
+                req: &req,
+                start,
+                try_timer: self.try_timer.as_mut(),
+            };
+            let keep = exchange.forward(&mut self.io, summary).await;
             if !keep || req.close {
                 return End::Closed;
             }
@@ -195,93 +209,119 @@ impl Conn {
     }
 }
 
-/// Forwards one request (in `io.out`) with retries and relays the response. Returns whether the
-/// client connection can take another request.
-async fn forward(
-    ctx: &ConnCtx,
-    io: &mut Io,
-    req: &RequestHead,
+/// One request on its way through the proxy.
+struct Exchange<'a> {
+    ctx: &'a ConnCtx,
+    req: &'a RequestHead,
     start: Instant,
-    summary: Option<Summary>,
-) -> bool {
-    let route = &*ctx.route;
-    route.deposit(start);
-    let policy = route.policy();
-    let deadline = start + policy.request_timeout;
-    let mut failover = Failover::default();
-    let mut sent = 0u32;
-    let outcome = loop {
-        let upstream = &route.upstream;
-        let timeout = policy.connect_timeout;
-        let connected = failover
-            .connect(route, deadline, |addr| {
-                upstream.raw(addr, timeout, !req.idempotent)
-            })
-            .await;
-        let (attempt, mut conn) = match connected {
-            Ok(connected) => connected,
-            Err(error) => break Err(error),
-        };
-        sent += 1;
-        let addr = attempt.addr;
-        let try_deadline = deadline.min(Instant::now() + policy.try_timeout);
-        let exchange = io.exchange(&mut conn, req, route, addr, timeout);
-        let error = match tokio::time::timeout_at(try_deadline.into(), exchange).await {
-            Ok(Ok(head)) if head.status < 500 => {
-                attempt.succeeded();
-                break Ok((head, conn, addr));
-            }
-            Ok(Ok(head)) => {
-                attempt.failed(FailureKind::Status5xx);
-                if !(req.idempotent && may_retry(route, &policy, sent, false)) {
+    try_timer: Pin<&'a mut Sleep>,
+}
+
+impl Exchange<'_> {
+    /// Forwards the request (in `io.out`) with retries and relays the response. Returns whether the
+    /// client connection can take another request.
+    async fn forward(mut self, io: &mut Io, summary: Option<Summary>) -> bool {
+        let Self {
+            ctx, req, start, ..
+        } = self;
+        let route = &*ctx.route;
+        route.deposit(start);
+        let policy = route.policy();
+        let deadline = start + policy.request_timeout;
+        let mut failover = Failover::default();
+        let mut sent = 0u32;
+        let outcome = loop {
+            let upstream = &route.upstream;
+            let timeout = policy.connect_timeout;
+            let connected = failover
+                .connect(route, deadline, |addr| {
+                    upstream.raw(addr, timeout, !req.idempotent, start)
+                })
+                .await;
+            let (attempt, mut conn) = match connected {
+                Ok(connected) => connected,
+                Err(error) => break Err(error),
+            };
+            sent += 1;
+            let addr = attempt.addr;
+            let try_deadline = deadline.min(attempt.started() + policy.try_timeout);
+            self.try_timer.as_mut().reset(try_deadline.into());
+            let result = {
+                let exchange = pin!(io.exchange(&mut conn, req, route, addr, timeout));
+                tokio::select! {
+                    biased;
+                    result = exchange => Ok(result),
+                    () = self.try_timer.as_mut() => Err(()),
+                }
+            };
+            let error = match result {
+                Ok(Ok(head)) if head.status < 500 => {
+                    attempt.succeeded();
                     break Ok((head, conn, addr));
                 }
-                tracing::debug!(service = %route.name, %addr, status = head.status, "retrying");
-                ProxyError::UpstreamProtocol
-            }
-            Ok(Err(error)) => {
-                attempt.failed(FailureKind::Reset);
-                if !(req.idempotent && may_retry(route, &policy, sent, false)) {
-                    break Err(error);
+                Ok(Ok(head)) => {
+                    attempt.failed(FailureKind::Status5xx);
+                    if !(req.idempotent && may_retry(route, &policy, sent, false)) {
+                        break Ok((head, conn, addr));
+                    }
+                    tracing::debug!(service = %route.name, %addr, status = head.status, "retrying");
+                    ProxyError::UpstreamProtocol
                 }
-                tracing::debug!(service = %route.name, %addr, %error, "retrying");
-                error
-            }
-            Err(_) => {
-                attempt.failed(FailureKind::Timeout);
-                if try_deadline >= deadline {
-                    break Err(ProxyError::RequestTimeout);
+                Ok(Err(error)) => {
+                    attempt.failed(FailureKind::Reset);
+                    if !(req.idempotent && may_retry(route, &policy, sent, false)) {
+                        break Err(error);
+                    }
+                    tracing::debug!(service = %route.name, %addr, %error, "retrying");
+                    error
                 }
-                if !(req.idempotent && may_retry(route, &policy, sent, false)) {
-                    break Err(ProxyError::TryTimeout);
+                Err(_) => {
+                    attempt.failed(FailureKind::Timeout);
+                    if try_deadline >= deadline {
+                        break Err(ProxyError::RequestTimeout);
+                    }
+                    if !(req.idempotent && may_retry(route, &policy, sent, false)) {
+                        break Err(ProxyError::TryTimeout);
+                    }
+                    ProxyError::TryTimeout
                 }
-                ProxyError::TryTimeout
-            }
+            };
+            failover.avoid(addr);
+            failover.last_error = Some(error);
         };
-        failover.avoid(addr);
-        failover.last_error = Some(error);
-    };
-    let elapsed = start.elapsed();
-    let (status, error) = match &outcome {
-        Ok((head, _, _)) => (head.status, None),
-        Err(error) => (error.http_status().as_u16(), Some(error)),
-    };
-    let answered_by = outcome.as_ref().ok().map(|(_, _, addr)| *addr);
-    route.count_request(answered_by, status, elapsed);
-    if let Some(summary) = summary {
-        log(ctx, summary, status, &failover, error, elapsed);
-    }
-    match outcome {
-        Ok((head, conn, addr)) => io.relay(conn, head, req.close, route, addr).await,
-        Err(error) => {
-            let close = req.close || error.side() == ErrorSide::Downstream;
-            let response = errors::respond_raw_h1(&error, close);
-            io.stream.write_all(&response).await.is_ok() && !close
+        let elapsed = start.elapsed();
+        let (status, error) = match &outcome {
+            Ok((head, _, _)) => (head.status, None),
+            Err(error) => (error.http_status().as_u16(), Some(error)),
+        };
+        let answered_by = outcome.as_ref().ok().map(|(_, _, addr)| *addr);
+        route.count_request(answered_by, status, elapsed);
+        if let Some(summary) = summary {
+            log(ctx, summary, status, &failover, error, elapsed);
+        }
+        match outcome {
+            Ok((head, conn, addr)) => io.relay(conn, head, req.close, route, addr, start).await,
+            Err(error) => {
+                let close = req.close || error.side() == ErrorSide::Downstream;
+                let response = errors::respond_raw_h1(&error, close);
+                io.stream.write_all(&response).await.is_ok() && !close
+            }
         }
     }
 }
 
 impl Io {
+    /// Reads until `buf` holds `total` bytes or the client closes.
+    async fn read_body(&mut self, total: usize) {
+        while self.buf.len() < total {
+            reserve(&mut self.buf, READ_CHUNK);
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
+    }
+
     /// Gives the read buffers back to the thread's [`POOL`] and drops large head buffers.
     fn release(&mut self) {
         recycle(std::mem::take(&mut self.buf));
@@ -366,6 +406,7 @@ impl Io {
         close: bool,
         route: &Route,
         addr: SocketAddr,
+        since: Instant,
     ) -> bool {
         self.up.advance(head.len);
         self.resp.reserve(self.up.len());
@@ -380,7 +421,7 @@ impl Io {
             return false;
         }
         if head.keep_alive && self.up.is_empty() {
-            route.upstream.put_raw(addr, conn.io);
+            route.upstream.put_raw(addr, conn.io, since);
         }
         !close && head.framing != Framing::UntilClose
     }

@@ -358,3 +358,35 @@ async fn requests_for_hyper_take_the_connection_over_midway() {
     let head = crate::protocols::read_head(&mut c).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
+
+#[tokio::test]
+async fn each_request_on_a_connection_gets_its_own_try_timeout() {
+    let b = backend("a").await;
+    let mut service = service(
+        "web.shop.global",
+        "127.15.7.1",
+        8080,
+        Protocol::Http,
+        &[(b.addr, local())],
+    );
+    service.policy.try_timeout = Duration::from_millis(200);
+    service.policy.max_attempts = 1;
+    let _p = proxy(vec![service]).await;
+    let mut c = h1(addr("127.15.7.1:8080")).await;
+    for round in 0..3 {
+        // Fast requests well within the limit, spread over more than one limit's time.
+        for _ in 0..3 {
+            let (status, _, _) = get1(&mut c, "/delay/50").await;
+            assert_eq!(status, 200, "round {round}");
+        }
+        let started = std::time::Instant::now();
+        let (status, headers, _) = get1(&mut c, "/delay/3000").await;
+        let took = started.elapsed();
+        assert_eq!(status, 504, "round {round}");
+        assert_eq!(headers["x-peerd-error"], "try-timeout");
+        assert!(
+            took >= Duration::from_millis(190) && took < Duration::from_secs(2),
+            "round {round}: timed out after {took:?}"
+        );
+    }
+}
