@@ -390,3 +390,33 @@ async fn each_request_on_a_connection_gets_its_own_try_timeout() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_malformed_head_after_good_requests_is_a_400_and_a_close() {
+    let e = scripted(|r| ok(path(r)), Then::KeepOpen).await;
+    let _p = proxy(vec![service(
+        "web.shop.global",
+        "127.15.8.1",
+        8080,
+        Protocol::Http,
+        &[(e.addr, local())],
+    )])
+    .await;
+    let mut c = TcpStream::connect("127.15.8.1:8080").await.unwrap();
+    c.write_all(b"GET /ok HTTP/1.1\r\nhost: web\r\n\r\nGET /x HTTP/1.1\r\nbad header\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let expected_first = String::from_utf8(ok("/ok")).unwrap();
+    let rest = answer
+        .strip_prefix(expected_first.as_str())
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(rest.starts_with("HTTP/1.1 400"), "{rest}");
+    assert!(rest.contains("x-peerd-error: bad-request"), "{rest}");
+    assert_eq!(e.requests.lock().unwrap().len(), 1);
+}
