@@ -150,14 +150,7 @@ fn big_body() -> String {
 async fn response_framing_passes_through_byte_for_byte() {
     let e = scripted(framing_answers, Then::CloseAfter("/until-close")).await;
     let vip = "127.15.1.1:8080";
-    let _p = proxy(vec![service(
-        "web.shop.global",
-        "127.15.1.1",
-        8080,
-        Protocol::Http,
-        &[(e.addr, local())],
-    )])
-    .await;
+    let _p = web_proxy("127.15.1.1", e.addr).await;
     let mut c = TcpStream::connect(vip).await.unwrap();
     let mut ask = async |method: &str, path: &str, expect: &str| {
         c.write_all(format!("{method} {path} HTTP/1.1\r\nhost: web\r\n\r\n").as_bytes())
@@ -200,14 +193,7 @@ async fn response_framing_passes_through_byte_for_byte() {
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     let e = scripted(|r| ok(path(r)), Then::KeepOpen).await;
-    let _p = proxy(vec![service(
-        "web.shop.global",
-        "127.15.2.1",
-        8080,
-        Protocol::Http,
-        &[(e.addr, local())],
-    )])
-    .await;
+    let _p = web_proxy("127.15.2.1", e.addr).await;
     let mut c = TcpStream::connect("127.15.2.1:8080").await.unwrap();
     let mut burst = Vec::new();
     for i in 0..5 {
@@ -236,14 +222,7 @@ async fn hop_by_hop_fields_stay_on_their_hop() {
         Then::KeepOpen,
     )
     .await;
-    let _p = proxy(vec![service(
-        "web.shop.global",
-        "127.15.3.1",
-        8080,
-        Protocol::Http,
-        &[(e.addr, local())],
-    )])
-    .await;
+    let _p = web_proxy("127.15.3.1", e.addr).await;
     let mut c = TcpStream::connect("127.15.3.1:8080").await.unwrap();
     c.write_all(
         b"GET / HTTP/1.1\r\nhost: web\r\nconnection: keep-alive, x-hop\r\nx-hop: 1\r\n\
@@ -264,14 +243,7 @@ async fn hop_by_hop_fields_stay_on_their_hop() {
 async fn pooled_connections_the_endpoint_closed_are_replaced() {
     // The endpoint closes every connection after one response, without saying so.
     let e = scripted(|r| ok(path(r)), Then::Close).await;
-    let _p = proxy(vec![service(
-        "web.shop.global",
-        "127.15.4.1",
-        8080,
-        Protocol::Http,
-        &[(e.addr, local())],
-    )])
-    .await;
+    let _p = web_proxy("127.15.4.1", e.addr).await;
     let mut c = h1(addr("127.15.4.1:8080")).await;
     for i in 0..10 {
         let path = format!("/{i}");
@@ -325,14 +297,7 @@ async fn broken_endpoint_responses_are_502_and_the_client_connection_stays() {
 #[tokio::test]
 async fn requests_for_hyper_take_the_connection_over_midway() {
     let b = backend("a").await;
-    let _p = proxy(vec![service(
-        "web.shop.global",
-        "127.15.6.1",
-        8080,
-        Protocol::Http,
-        &[(b.addr, local())],
-    )])
-    .await;
+    let _p = web_proxy("127.15.6.1", b.addr).await;
     let mut c = TcpStream::connect("127.15.6.1:8080").await.unwrap();
     c.write_all(b"GET / HTTP/1.1\r\nhost: web\r\n\r\n")
         .await
@@ -394,14 +359,7 @@ async fn each_request_on_a_connection_gets_its_own_try_timeout() {
 #[tokio::test]
 async fn a_malformed_head_after_good_requests_is_a_400_and_a_close() {
     let e = scripted(|r| ok(path(r)), Then::KeepOpen).await;
-    let _p = proxy(vec![service(
-        "web.shop.global",
-        "127.15.8.1",
-        8080,
-        Protocol::Http,
-        &[(e.addr, local())],
-    )])
-    .await;
+    let _p = web_proxy("127.15.8.1", e.addr).await;
     let mut c = TcpStream::connect("127.15.8.1:8080").await.unwrap();
     c.write_all(b"GET /ok HTTP/1.1\r\nhost: web\r\n\r\nGET /x HTTP/1.1\r\nbad header\r\n\r\n")
         .await

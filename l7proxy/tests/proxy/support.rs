@@ -319,6 +319,18 @@ pub fn service(
     }
 }
 
+/// A proxy serving `web.shop.global` over HTTP on `vip:8080` with one local endpoint.
+pub async fn web_proxy(vip: &str, endpoint: SocketAddr) -> Proxy {
+    proxy(vec![service(
+        "web.shop.global",
+        vip,
+        8080,
+        Protocol::Http,
+        &[(endpoint, local())],
+    )])
+    .await
+}
+
 /// A proxy at [`local`] serving `services`.
 pub async fn proxy(services: Vec<ServiceRoute>) -> Proxy {
     let proxy = Proxy::new(local(), Arc::new(TcpDialer));
