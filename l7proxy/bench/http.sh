@@ -10,14 +10,15 @@
 #
 # Each round runs every target once, in turn; the table shows per-column medians over the rounds.
 # cpu_us is the CPU time (user + system) of the process in front of the client (the endpoint for
-# "direct", else the proxy) per request: unlike rps it holds up when other work shares the cores.
+# "direct", else the proxy) per request, user_us its user-space part: unlike rps they hold up
+# when other work shares the cores.
 # PEERD_THREADS=1 runs the proxy on a current-thread runtime (as linkerd2-proxy does on one core).
 # With PIN=1 (default, 2+ CPUs) the proxy under test runs alone on CPU 1 and the client and the
 # endpoint share CPU 0, so that both proxies get the same core whatever else the machine runs.
 #
 # A fourth target, "bare-hyper" (examples/bare_hyper_proxy: hyper server and client back to back,
 # one upstream connection per client connection, nothing else), is the floor for a hyper-based
-# HTTP/1.1 proxy and shows how much of peerd's cost is its own.
+# HTTP/1.1 proxy: what peerd's HTTP/1.1 fast path (l7proxy/src/h1) is measured against.
 #
 # Needs wrk, h2load (nghttp2-client) and haproxy. Addresses: endpoint 127.0.0.1:18080, HAProxy
 # 127.0.0.2:{8080,8081}, peerd 127.0.0.3:{8080,8081} (8080 HTTP/1.1, 8081 HTTP/2), bare-hyper
@@ -71,7 +72,7 @@ wait_port() { # host port
 }
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # user system
 ticks=$(getconf CLK_TCK)
 
 "${client[@]}" "$bin/hello" "$BACKEND" "$BACKEND_THREADS" >/dev/null &
@@ -148,14 +149,16 @@ run_h2load() {
         }'
 }
 
-# measure PID TOOL ADDR: rps p50 p99 cpu_us_per_request
+# measure PID TOOL ADDR: rps p50 p99 cpu_us_per_request user_us_per_request
 measure() {
-    local before after rps p50 p99 n
-    before=$(cpu_ticks "$1")
+    local u0 s0 u1 s1 rps p50 p99 n
+    read -r u0 s0 <<<"$(cpu_ticks "$1")"
     read -r rps p50 p99 n <<<"$("$2" "$3")"
-    after=$(cpu_ticks "$1")
-    awk -v rps="$rps" -v p50="$p50" -v p99="$p99" -v n="$n" -v t="$((after - before))" -v hz="$ticks" \
-        'BEGIN { printf "%s %s %s %.1f\n", rps, p50, p99, (n ? t / hz * 1e6 / n : 0) }'
+    read -r u1 s1 <<<"$(cpu_ticks "$1")"
+    awk -v rps="$rps" -v p50="$p50" -v p99="$p99" -v n="$n" -v u="$((u1 - u0))" -v s="$((s1 - s0))" \
+        -v hz="$ticks" 'BEGIN {
+        per = n ? 1e6 / hz / n : 0
+        printf "%s %s %s %.1f %.1f\n", rps, p50, p99, (u + s) * per, u * per }'
 }
 
 # Memory with idle keep-alive clients (each sends one request, then idles), measured first,
@@ -209,29 +212,29 @@ median() { # target proto column
 declare -A result
 for target in direct haproxy peerd bare-hyper; do
     for proto in h1 h2; do
-        result[$target.$proto]="$(median $target $proto 3) $(median $target $proto 4) $(median $target $proto 5) $(median $target $proto 6)"
+        result[$target.$proto]="$(median $target $proto 3) $(median $target $proto 4) $(median $target $proto 5) $(median $target $proto 6) $(median $target $proto 7)"
     done
 done
 
 echo
 echo "wrk -t1 -c$CONNS -d$DURATION --latency; h2load -c$CONNS -n$H2_REQUESTS (h2c); medians of $ROUNDS rounds;" \
     "peerd threads: $PEERD_THREADS; endpoint threads: $BACKEND_THREADS; pinned: ${proxy[*]:-no}"
-printf '%-10s %-6s %10s %9s %9s %8s\n' target proto rps p50_ms p99_ms cpu_us
+printf '%-10s %-6s %10s %9s %9s %8s %8s\n' target proto rps p50_ms p99_ms cpu_us user_us
 for target in direct haproxy peerd bare-hyper; do
     for proto in h1 h2; do
         [ "$target.$proto" = bare-hyper.h2 ] && continue
-        read -r rps p50 p99 cpu <<<"${result[$target.$proto]}"
-        printf '%-10s %-6s %10s %9s %9s %8s\n' "$target" "$proto" "$rps" "$p50" "$p99" "$cpu"
+        read -r rps p50 p99 cpu user <<<"${result[$target.$proto]}"
+        printf '%-10s %-6s %10s %9s %9s %8s %8s\n' "$target" "$proto" "$rps" "$p50" "$p99" "$cpu" "$user"
     done
 done
 echo
 for proto in h1 h2; do
-    read -r hr hp50 hp99 hcpu <<<"${result[haproxy.$proto]}"
-    read -r pr pp50 pp99 pcpu <<<"${result[peerd.$proto]}"
+    read -r hr hp50 hp99 hcpu huser <<<"${result[haproxy.$proto]}"
+    read -r pr pp50 pp99 pcpu puser <<<"${result[peerd.$proto]}"
     awk -v proto="$proto" -v hr="$hr" -v pr="$pr" -v h50="$hp50" -v p50="$pp50" -v h99="$hp99" \
-        -v p99="$pp99" -v hc="$hcpu" -v pc="$pcpu" 'BEGIN {
-        printf "peerd/haproxy %s: rps %.2fx  p50 %.2fx  p99 %.2fx  cpu/request %.2fx\n",
-            proto, pr / hr, p50 / h50, p99 / h99, pc / hc }'
+        -v p99="$pp99" -v hc="$hcpu" -v pc="$pcpu" -v hu="$huser" -v pu="$puser" 'BEGIN {
+        printf "peerd/haproxy %s: rps %.2fx  p50 %.2fx  p99 %.2fx  cpu/request %.2fx  user/request %.2fx\n",
+            proto, pr / hr, p50 / h50, p99 / h99, pc / hc, (hu ? pu / hu : 0) }'
 done
 read -r br _ _ bcpu <<<"${result[bare-hyper.h1]}"
 read -r pr _ _ pcpu <<<"${result[peerd.h1]}"
