@@ -178,6 +178,7 @@ pub(crate) async fn serve_h1(stream: Prefixed<TcpStream>, ctx: ConnCtx) {
     let connection = pin!(
         http1::Builder::new()
             .header_read_timeout(None)
+            .auto_date_header(false)
             .writev(false)
             .max_header_size(MAX_HEAD)
             .serve_connection(TokioIo::new(stream), service)
@@ -194,8 +195,10 @@ async fn serve_h2(stream: Prefixed<TcpStream>, ctx: ConnCtx) {
     let ctx = Arc::new(ctx);
     // Boxed, as for HTTP/1.1.
     let service = service_fn(move |req| Box::pin(forward::serve(ctx.clone(), req, None)));
+    // No `date` of the proxy's own (as on the fast path): the endpoint's passes through.
     let connection = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
+        .auto_date_header(false)
         .max_header_list_size(MAX_HEAD as u32)
         .serve_connection(TokioIo::new(stream), service);
     if let Err(error) = connection.await {
