@@ -181,6 +181,9 @@ fn hex(byte: u8) -> Option<u8> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::collection::vec;
+    use proptest::prelude::any;
+
     use super::*;
 
     fn end_of(body: &[u8]) -> Result<Option<usize>, Malformed> {
@@ -223,10 +226,10 @@ mod tests {
         /// however it is cut into pieces, and bytes after it are not claimed.
         #[test]
         fn pieces_agree_with_the_whole(
-            chunks in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 1..300), 0..6),
-            trailers in proptest::collection::vec("[a-z]{1,8}: [a-z0-9]{0,8}", 0..3),
-            cuts in proptest::collection::vec(1usize..50, 1..10),
-            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20),
+            chunks in vec(vec(any::<u8>(), 1..300), 0..6),
+            trailers in vec("[a-z]{1,8}: [a-z0-9]{0,8}", 0..3),
+            cuts in vec(1usize..50, 1..10),
+            tail in vec(any::<u8>(), 0..20),
         ) {
             let mut body = Vec::new();
             for chunk in &chunks {
@@ -262,7 +265,7 @@ mod tests {
 
         /// Arbitrary bytes never panic the scanner.
         #[test]
-        fn garbage_is_an_error_or_more_input(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+        fn garbage_is_an_error_or_more_input(bytes in vec(any::<u8>(), 0..200)) {
             let _ = Scanner::default().scan(&bytes);
         }
     }

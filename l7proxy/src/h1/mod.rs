@@ -9,8 +9,9 @@
 //! unchanged, [`chunked`] only finds their end), and one task reads and writes both sockets.
 //!
 //! The fast path takes HTTP/1.1 requests without `Upgrade`, `Expect` or `Transfer-Encoding`,
-//! whose body (if any) has a `content-length` of at most [`crate::forward::MAX_REPLAY_BODY`]; everything else
-//! (and everything after it on the same connection) is served by hyper through
+//! whose body (if any) has a `content-length` of at most
+//! [`crate::forward::MAX_REPLAY_BODY`]; everything else (and everything after it on the same
+//! connection) is served by hyper through
 //! [`crate::listener::serve_h1`], which handles the general case. Balancing, retries, timeouts,
 //! metrics, the access log and error responses are the same on both paths.
 
@@ -218,8 +219,8 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    /// Forwards the request (in `io.out`) with retries and relays the response. Returns whether the
-    /// client connection can take another request.
+    /// Forwards the request (in `io.out`) with retries and relays the response. Returns whether
+    /// the client connection can take another request.
     async fn forward(mut self, io: &mut Io, summary: Option<Summary>) -> bool {
         let Self {
             ctx, req, start, ..

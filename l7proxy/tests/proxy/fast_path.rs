@@ -215,8 +215,8 @@ async fn pipelined_requests_are_answered_in_order() {
 async fn hop_by_hop_fields_stay_on_their_hop() {
     let e = scripted(
         |_| {
-            b"HTTP/1.1 200 OK\r\nconnection: x-resp-hop\r\nx-resp-hop: 1\r\nkeep-alive: timeout=5\r\n\
-              x-resp-end: 2\r\ncontent-length: 2\r\n\r\nok"
+            b"HTTP/1.1 200 OK\r\nconnection: x-resp-hop\r\nx-resp-hop: 1\r\n\
+              keep-alive: timeout=5\r\nx-resp-end: 2\r\ncontent-length: 2\r\n\r\nok"
                 .to_vec()
         },
         Then::KeepOpen,
