@@ -256,6 +256,10 @@ impl Exchange<'_> {
                 }
             };
             let error = match result {
+                Ok(Err(Failure::ClientGone)) => {
+                    tracing::debug!(service = %route.name, %addr, "client left; attempt abandoned");
+                    return false;
+                }
                 Ok(Ok(head)) if head.status < 500 => {
                     attempt.succeeded();
                     break Ok((head, conn, addr));
@@ -268,7 +272,8 @@ impl Exchange<'_> {
                     tracing::debug!(service = %route.name, %addr, status = head.status, "retrying");
                     ProxyError::UpstreamProtocol
                 }
-                Ok(Err(error)) => {
+                Ok(Err(failure)) => {
+                    let error = ProxyError::from(failure);
                     attempt.failed(FailureKind::Reset);
                     if !(req.idempotent && may_retry(route, &policy, sent, false)) {
                         break Err(error);
@@ -344,19 +349,16 @@ impl Io {
         route: &Route,
         addr: SocketAddr,
         connect_timeout: Duration,
-    ) -> Result<ResponseHead, ProxyError> {
+    ) -> Result<ResponseHead, Failure> {
         match self.send(conn, req).await {
             Err(Failure::Stale) if conn.reused && req.idempotent => {}
-            Err(failure) => return Err(failure.into()),
-            Ok(head) => return Ok(head),
+            result => return result,
         }
-        let io = route
-            .upstream
-            .dial(addr, connect_timeout)
-            .await
-            .map_err(|_| ProxyError::UpstreamReset)?;
+        let Ok(io) = route.upstream.dial(addr, connect_timeout).await else {
+            return Err(Failure::Stale);
+        };
         *conn = RawConn { io, reused: false };
-        self.send(conn, req).await.map_err(ProxyError::from)
+        self.send(conn, req).await
     }
 
     async fn send(
@@ -369,9 +371,25 @@ impl Io {
             .await
             .map_err(|_| Failure::Stale)?;
         self.up.clear();
+        // A client that closes its connection while it waits no longer wants the answer:
+        // the attempt is abandoned, as hyper drops a request future then. Bytes from the client
+        // (a pipelined request) end the watch.
+        let mut watch_client = true;
         loop {
             reserve(&mut self.up, READ_CHUNK);
-            match conn.io.read_buf(&mut self.up).await {
+            let read = tokio::select! {
+                biased;
+                read = conn.io.read_buf(&mut self.up) => read,
+                () = readable(&self.stream), if watch_client => {
+                    match closed(&self.stream) {
+                        Some(true) => return Err(Failure::ClientGone),
+                        Some(false) => watch_client = false,
+                        None => {}
+                    }
+                    continue;
+                }
+            };
+            match read {
                 Ok(0) | Err(_) if self.up.is_empty() => return Err(Failure::Stale),
                 Ok(0) | Err(_) => return Err(Failure::Error(ProxyError::UpstreamReset)),
                 Ok(_) => {}
@@ -501,14 +519,34 @@ enum Failure {
     /// The connection was closed (or refused the request) before any response byte arrived.
     Stale,
     Error(ProxyError),
+    /// The client closed its connection.
+    ClientGone,
 }
 
 impl From<Failure> for ProxyError {
     fn from(failure: Failure) -> Self {
         match failure {
-            Failure::Stale => ProxyError::UpstreamReset,
+            Failure::Stale | Failure::ClientGone => ProxyError::UpstreamReset,
             Failure::Error(error) => error,
         }
+    }
+}
+
+/// Resolves when the client's socket has something to read (bytes or the end of the stream).
+async fn readable(stream: &TcpStream) {
+    let _ = std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await;
+}
+
+/// After [`readable`]: whether the client closed (`Some(true)`), sent bytes (`Some(false)`), or
+/// the readiness was stale (`None`; the next [`readable`] waits again).
+fn closed(stream: &TcpStream) -> Option<bool> {
+    let mut byte = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match stream.poll_peek(&mut cx, &mut buf) {
+        std::task::Poll::Ready(Ok(0)) | std::task::Poll::Ready(Err(_)) => Some(true),
+        std::task::Poll::Ready(Ok(_)) => Some(false),
+        std::task::Poll::Pending => None,
     }
 }
 

@@ -29,6 +29,8 @@ struct Scripted {
     addr: SocketAddr,
     requests: Arc<Mutex<Vec<String>>>,
     connections: Arc<Mutex<usize>>,
+    /// Connections the proxy closed.
+    closed: Arc<Mutex<usize>>,
 }
 
 async fn scripted(answer: fn(&str) -> Vec<u8>, then: Then) -> Scripted {
@@ -36,15 +38,17 @@ async fn scripted(answer: fn(&str) -> Vec<u8>, then: Then) -> Scripted {
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(Mutex::new(Vec::new()));
     let connections = Arc::new(Mutex::new(0));
-    let (log, count) = (requests.clone(), connections.clone());
+    let closed = Arc::new(Mutex::new(0));
+    let (log, count, ended) = (requests.clone(), connections.clone(), closed.clone());
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             *count.lock().unwrap() += 1;
-            let log = log.clone();
+            let (log, ended) = (log.clone(), ended.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 loop {
                     let Some(request) = next_request(&mut s, &mut buf).await else {
+                        *ended.lock().unwrap() += 1;
                         return;
                     };
                     log.lock().unwrap().push(request.clone());
@@ -64,6 +68,7 @@ async fn scripted(answer: fn(&str) -> Vec<u8>, then: Then) -> Scripted {
         addr,
         requests,
         connections,
+        closed,
     }
 }
 
@@ -377,4 +382,52 @@ async fn a_malformed_head_after_good_requests_is_a_400_and_a_close() {
     assert!(rest.starts_with("HTTP/1.1 400"), "{rest}");
     assert!(rest.contains("x-peerd-error: bad-request"), "{rest}");
     assert_eq!(e.requests.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_abandons_its_attempt() {
+    // `/hang` is never answered.
+    let e = scripted(
+        |r| match path(r) {
+            "/hang" => Vec::new(),
+            p => ok(p),
+        },
+        Then::KeepOpen,
+    )
+    .await;
+    let _p = web_proxy("127.15.9.1", e.addr).await;
+    let mut c = TcpStream::connect("127.15.9.1:8080").await.unwrap();
+    c.write_all(b"GET /hang HTTP/1.1\r\nhost: web\r\n\r\n")
+        .await
+        .unwrap();
+    while e.requests.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(c);
+    // The proxy lets go of the endpoint connection at once, not after the 10 s per-try timeout.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while *e.closed.lock().unwrap() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the endpoint connection is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Bytes that arrive while a request waits are the next request, not a departure.
+    let b = backend("b").await;
+    let _p2 = web_proxy("127.15.9.2", b.addr).await;
+    let mut c = TcpStream::connect("127.15.9.2:8080").await.unwrap();
+    c.write_all(b"GET /delay/300 HTTP/1.1\r\nhost: web\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.write_all(b"GET / HTTP/1.1\r\nhost: web\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let head = crate::protocols::read_head(&mut c).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(read_exactly(&mut c, 1).await, "b");
+    }
+    assert_eq!(b.state.requests(), 2);
 }
