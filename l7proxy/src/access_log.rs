@@ -53,6 +53,14 @@ impl AccessLogEntry {
     }
 }
 
+/// The request fields an entry needs, taken before the request is consumed.
+#[derive(Debug, Default)]
+pub(crate) struct Summary {
+    pub(crate) method: String,
+    pub(crate) authority: String,
+    pub(crate) path: String,
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()

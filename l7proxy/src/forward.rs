@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use l7proxy_balance::FailureKind;
 
-use crate::access_log::{AccessLogEntry, millis, unix_ms};
+use crate::access_log::{AccessLogEntry, Summary, millis, unix_ms};
 use crate::body::{ReqBody, RespBody};
 use crate::config::Policy;
 use crate::errors::{self, ProxyError};
@@ -44,6 +44,37 @@ pub(crate) struct ConnCtx {
     pub(crate) client: SocketAddr,
 }
 
+impl ConnCtx {
+    /// Writes the access log entry of an answered request.
+    pub(crate) fn log(
+        &self,
+        summary: Summary,
+        protocol: &'static str,
+        status: u16,
+        failover: &Failover,
+        error: Option<&ProxyError>,
+        elapsed: Duration,
+    ) {
+        let upstream = failover.upstream;
+        self.shared.access_log.log(&AccessLogEntry {
+            unix_ms: unix_ms(),
+            service: self.route.name.to_string(),
+            client: self.client,
+            protocol,
+            method: summary.method,
+            authority: summary.authority,
+            path: summary.path,
+            status,
+            upstream: upstream.map(|(addr, _)| addr),
+            cluster: upstream.map(|(addr, _)| self.route.cluster(&addr).to_string()),
+            tier: upstream.map(|(_, tier)| tier_name(tier)),
+            attempts: failover.attempts,
+            duration_ms: millis(elapsed),
+            error: error.map(ProxyError::reason),
+        });
+    }
+}
+
 /// Serves one request; every failure becomes the proxy's own response. `busy` (HTTP/1.1) goes
 /// with the response body, to mark the connection busy until the body has been sent.
 pub(crate) async fn serve(
@@ -54,7 +85,7 @@ pub(crate) async fn serve(
     let ctx = &*ctx;
     let start = Instant::now();
     let grpc = is_grpc(req.headers());
-    let summary = ctx.shared.access_log.enabled().then(|| Summary::of(&req));
+    let summary = ctx.shared.access_log.enabled().then(|| summary(&req));
     let version = req.version();
     let policy = ctx.route.policy();
     let mut failover = Failover::default();
@@ -73,27 +104,20 @@ pub(crate) async fn serve(
     ctx.route
         .count_request(answered_by, response.status().as_u16(), elapsed);
     if let Some(summary) = summary {
-        let upstream = failover.upstream;
-        ctx.shared.access_log.log(&AccessLogEntry {
-            unix_ms: unix_ms(),
-            service: ctx.route.name.to_string(),
-            client: ctx.client,
-            protocol: if version == Version::HTTP_2 {
-                "HTTP/2"
-            } else {
-                "HTTP/1.1"
-            },
-            method: summary.method,
-            authority: summary.authority,
-            path: summary.path,
-            status: response.status().as_u16(),
-            upstream: upstream.map(|(addr, _)| addr),
-            cluster: upstream.map(|(addr, _)| ctx.route.cluster(&addr).to_string()),
-            tier: upstream.map(|(_, tier)| tier_name(tier)),
-            attempts: failover.attempts,
-            duration_ms: millis(elapsed),
-            error: error.as_ref().map(ProxyError::reason),
-        });
+        let protocol = if version == Version::HTTP_2 {
+            "HTTP/2"
+        } else {
+            "HTTP/1.1"
+        };
+        let status = response.status().as_u16();
+        ctx.log(
+            summary,
+            protocol,
+            status,
+            &failover,
+            error.as_ref(),
+            elapsed,
+        );
     }
     if let Some(busy) = busy {
         response.body_mut().hold(busy);
@@ -423,31 +447,23 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// The request fields the access log needs, taken before the request is consumed.
-struct Summary {
-    method: String,
-    authority: String,
-    path: String,
-}
-
-impl Summary {
-    fn of(req: &Request<Incoming>) -> Self {
-        let authority = req
-            .uri()
-            .authority()
-            .map(|a| a.to_string())
-            .or_else(|| {
-                req.headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default();
-        Self {
-            method: req.method().to_string(),
-            authority,
-            path: req.uri().path().to_owned(),
-        }
+/// The request fields the access log needs.
+fn summary(req: &Request<Incoming>) -> Summary {
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    Summary {
+        method: req.method().to_string(),
+        authority,
+        path: req.uri().path().to_owned(),
     }
 }
 

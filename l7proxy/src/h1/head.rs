@@ -1,6 +1,7 @@
 //! Request and response heads on the fast path: parsed with httparse, checked, and copied to the
 //! other side without their hop-by-hop fields (RFC 9110 §7.6.1).
 
+use crate::access_log::Summary;
 use crate::detect::{MAX_HEAD, MAX_HEADERS};
 use crate::errors::ProxyError;
 use crate::forward::MAX_REPLAY_BODY;
@@ -32,14 +33,6 @@ pub(crate) enum Request {
     Slow,
     /// A malformed or oversize head.
     Bad(ProxyError),
-}
-
-/// The request fields the access log wants.
-#[derive(Debug, Default)]
-pub(crate) struct Summary {
-    pub(crate) method: String,
-    pub(crate) authority: String,
-    pub(crate) path: String,
 }
 
 /// Parses the request head at the start of `buf`; for a fast request, writes the head to send

@@ -29,7 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-use crate::access_log::{AccessLogEntry, millis, unix_ms};
+use crate::access_log::Summary;
 use crate::detect::Prefixed;
 use crate::errors::{self, ErrorSide, ProxyError};
 use crate::failover::Failover;
@@ -37,9 +37,9 @@ use crate::forward::{ConnCtx, may_retry};
 use crate::idle;
 use crate::listener;
 use crate::pool::RawConn;
-use crate::route::{Route, tier_name};
+use crate::route::Route;
 
-use self::head::{Framing, Request, RequestHead, ResponseHead, Summary};
+use self::head::{Framing, Request, RequestHead, ResponseHead};
 
 /// Buffer space made available before a read from the client, and before reading a response
 /// head: heads and small bodies fit, idle connections stay small.
@@ -303,7 +303,7 @@ impl Exchange<'_> {
         let answered_by = outcome.as_ref().ok().map(|(_, _, addr)| *addr);
         route.count_request(answered_by, status, elapsed);
         if let Some(summary) = summary {
-            log(ctx, summary, status, &failover, error, elapsed);
+            ctx.log(summary, "HTTP/1.1", status, &failover, error, elapsed);
         }
         match outcome {
             Ok((head, conn, addr)) => io.relay(conn, head, req.close, route, addr, start).await,
@@ -583,31 +583,4 @@ fn recycle(mut buf: BytesMut) {
             }
         });
     }
-}
-
-fn log(
-    ctx: &ConnCtx,
-    summary: Summary,
-    status: u16,
-    failover: &Failover,
-    error: Option<&ProxyError>,
-    elapsed: Duration,
-) {
-    let upstream = failover.upstream;
-    ctx.shared.access_log.log(&AccessLogEntry {
-        unix_ms: unix_ms(),
-        service: ctx.route.name.to_string(),
-        client: ctx.client,
-        protocol: "HTTP/1.1",
-        method: summary.method,
-        authority: summary.authority,
-        path: summary.path,
-        status,
-        upstream: upstream.map(|(addr, _)| addr),
-        cluster: upstream.map(|(addr, _)| ctx.route.cluster(&addr).to_string()),
-        tier: upstream.map(|(_, tier)| tier_name(tier)),
-        attempts: failover.attempts,
-        duration_ms: millis(elapsed),
-        error: error.map(ProxyError::reason),
-    });
 }
