@@ -57,15 +57,51 @@ pub(crate) enum Sender {
 /// The connections of one route to all its endpoints.
 pub(crate) struct Upstream {
     dialer: Arc<dyn Dialer>,
-    h1: Mutex<HashMap<SocketAddr, Vec<IdleH1>, fast::RandomState>>,
+    h1: IdleList<http1::SendRequest<ReqBody>>,
     h2: Mutex<HashMap<SocketAddr, Arc<H2Slot>, fast::RandomState>>,
-    /// Idle byte streams of the HTTP/1.1 fast path ([`crate::h1`]), newest last.
-    raw: Mutex<HashMap<SocketAddr, Vec<IdleRaw>, fast::RandomState>>,
+    /// Idle byte streams of the HTTP/1.1 fast path ([`crate::h1`]).
+    raw: IdleList<BoxIo>,
 }
 
-struct IdleRaw {
-    io: BoxIo,
+/// Idle connections of one kind, per endpoint, newest last.
+struct IdleList<T>(Mutex<HashMap<SocketAddr, Vec<Idle<T>>, fast::RandomState>>);
+
+struct Idle<T> {
+    conn: T,
     since: Instant,
+}
+
+impl<T> Default for IdleList<T> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<T> IdleList<T> {
+    /// Keeps `conn`, idle since `since`, unless `addr` has [`MAX_IDLE_PER_ENDPOINT`] already.
+    fn put(&self, addr: SocketAddr, conn: T, since: Instant) {
+        let mut idle = lock(&self.0);
+        let list = idle.entry(addr).or_default();
+        if list.len() < MAX_IDLE_PER_ENDPOINT {
+            list.push(Idle { conn, since });
+        }
+    }
+
+    /// Takes the connection to `addr` that `pick` chooses from the list (oldest first).
+    fn take(
+        &self,
+        addr: SocketAddr,
+        pick: impl FnOnce(&[Idle<T>]) -> Option<usize>,
+    ) -> Option<Idle<T>> {
+        let mut idle = lock(&self.0);
+        let list = idle.get_mut(&addr)?;
+        let i = pick(list)?;
+        Some(list.remove(i))
+    }
+
+    fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
+        lock(&self.0).retain(|addr, _| keep(addr));
+    }
 }
 
 /// A byte stream to an endpoint that the HTTP/1.1 fast path drives itself, one request at a
@@ -74,11 +110,6 @@ pub(crate) struct RawConn {
     pub(crate) io: BoxIo,
     /// Taken from the idle pool: the endpoint may have closed it meanwhile.
     pub(crate) reused: bool,
-}
-
-struct IdleH1 {
-    sender: http1::SendRequest<ReqBody>,
-    since: Instant,
 }
 
 #[derive(Default)]
@@ -129,16 +160,8 @@ impl Checkin {
     }
 
     pub(crate) fn put(self) {
-        if self.sender.is_closed() {
-            return;
-        }
-        let mut idle = lock(&self.upstream.h1);
-        let list = idle.entry(self.addr).or_default();
-        if list.len() < MAX_IDLE_PER_ENDPOINT {
-            list.push(IdleH1 {
-                sender: self.sender,
-                since: Instant::now(),
-            });
+        if !self.sender.is_closed() {
+            self.upstream.h1.put(self.addr, self.sender, Instant::now());
         }
     }
 }
@@ -147,9 +170,9 @@ impl Upstream {
     pub(crate) fn new(dialer: Arc<dyn Dialer>) -> Self {
         Self {
             dialer,
-            h1: Mutex::default(),
+            h1: IdleList::default(),
             h2: Mutex::default(),
-            raw: Mutex::default(),
+            raw: IdleList::default(),
         }
     }
 
@@ -172,13 +195,13 @@ impl Upstream {
 
     fn take_raw(&self, addr: SocketAddr, check: bool, now: Instant) -> Option<BoxIo> {
         loop {
-            let IdleRaw { mut io, since } = lock(&self.raw).get_mut(&addr)?.pop()?;
+            let Idle { mut conn, since } = self.raw.take(addr, |list| list.len().checked_sub(1))?;
             let idle = now.saturating_duration_since(since);
             if idle > IDLE_TIMEOUT {
                 continue;
             }
-            if (idle < CHECK_IDLE_AFTER && !check) || is_open(&mut io) {
-                return Some(io);
+            if (idle < CHECK_IDLE_AFTER && !check) || is_open(&mut conn) {
+                return Some(conn);
             }
         }
     }
@@ -186,11 +209,7 @@ impl Upstream {
     /// Returns a fast-path stream whose last response was read whole to the idle pool; `since`:
     /// when its last request started (a little before it became idle).
     pub(crate) fn put_raw(&self, addr: SocketAddr, io: BoxIo, since: Instant) {
-        let mut idle = lock(&self.raw);
-        let list = idle.entry(addr).or_default();
-        if list.len() < MAX_IDLE_PER_ENDPOINT {
-            list.push(IdleRaw { io, since });
-        }
+        self.raw.put(addr, io, since);
     }
 
     /// Opens a byte stream to `addr` within `timeout`.
@@ -212,10 +231,11 @@ impl Upstream {
         addr: SocketAddr,
         timeout: Duration,
     ) -> Result<Sender, ConnectError> {
-        loop {
-            let Some(IdleH1 { mut sender, since }) = self.take_idle_h1(addr) else {
-                break;
-            };
+        while let Some(Idle {
+            conn: mut sender,
+            since,
+        }) = self.take_idle_h1(addr)
+        {
             if since.elapsed() > IDLE_TIMEOUT || sender.is_closed() {
                 continue;
             }
@@ -244,15 +264,12 @@ impl Upstream {
     /// read, and only becomes ready once its own task has seen the end of that response: under
     /// load the newest is often not ready yet while older ones are, and waiting for it would
     /// cost a timer and another round through the scheduler.
-    fn take_idle_h1(&self, addr: SocketAddr) -> Option<IdleH1> {
-        let mut idle = lock(&self.h1);
-        let list = idle.get_mut(&addr)?;
-        let newest = list.len().checked_sub(1)?;
-        let i = list
-            .iter()
-            .rposition(|c| c.sender.is_ready())
-            .unwrap_or(newest);
-        Some(list.remove(i))
+    fn take_idle_h1(&self, addr: SocketAddr) -> Option<Idle<http1::SendRequest<ReqBody>>> {
+        self.h1.take(addr, |list| {
+            list.iter()
+                .rposition(|c| c.conn.is_ready())
+                .or(list.len().checked_sub(1))
+        })
     }
 
     /// A new HTTP/1.1 connection to `addr`.
@@ -327,9 +344,9 @@ impl Upstream {
 
     /// Closes pooled connections to endpoints `keep` rejects (removed from the service).
     pub(crate) fn retain(&self, keep: impl Fn(&SocketAddr) -> bool) {
-        lock(&self.h1).retain(|addr, _| keep(addr));
+        self.h1.retain(&keep);
         lock(&self.h2).retain(|addr, _| keep(addr));
-        lock(&self.raw).retain(|addr, _| keep(addr));
+        self.raw.retain(keep);
     }
 }
 
