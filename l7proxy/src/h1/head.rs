@@ -60,16 +60,10 @@ pub(crate) fn parse_request(
     }
     let mut fields = Fields::default();
     for h in req.headers.iter() {
-        match classify(h.name) {
-            Field::ContentLength => match (content_length(h.value), fields.content_length) {
-                (Some(n), None) => fields.content_length = Some(n),
-                (Some(n), Some(m)) if n == m => {}
-                _ => return Request::Bad(ProxyError::BadRequest),
-            },
-            Field::TransferEncoding | Field::Upgrade | Field::Expect => return Request::Slow,
-            Field::Connection => fields.note_connection(h.value),
-            Field::Host => fields.host = Some(h.value),
-            Field::Te | Field::HopByHop | Field::Other => {}
+        match fields.note(h) {
+            Err(BadLength) => return Request::Bad(ProxyError::BadRequest),
+            Ok(Field::TransferEncoding | Field::Upgrade | Field::Expect) => return Request::Slow,
+            Ok(_) => {}
         }
     }
     let body_len = fields.content_length.unwrap_or(0);
@@ -147,16 +141,13 @@ pub(crate) fn parse_response(
     let mut fields = Fields::default();
     let mut chunked = None;
     for h in resp.headers.iter() {
-        match classify(h.name) {
-            Field::ContentLength => match (content_length(h.value), fields.content_length) {
-                (Some(n), None) => fields.content_length = Some(n),
-                (Some(n), Some(m)) if n == m => {}
-                _ => return Err(ProxyError::UpstreamProtocol),
-            },
-            // Only the last coding decides the framing (RFC 9112 §6.3).
-            Field::TransferEncoding => chunked = Some(last_coding_is_chunked(h.value)),
-            Field::Connection => fields.note_connection(h.value),
-            _ => {}
+        // Only the last coding decides the framing (RFC 9112 §6.3).
+        if fields
+            .note(h)
+            .map_err(|BadLength| ProxyError::UpstreamProtocol)?
+            == Field::TransferEncoding
+        {
+            chunked = Some(last_coding_is_chunked(h.value));
         }
     }
     let framing = match (status, chunked, fields.content_length) {
@@ -197,9 +188,36 @@ struct Fields<'a> {
     /// The `connection` field's values: the fields they name are hop-by-hop too.
     connection: Vec<&'a [u8]>,
     host: Option<&'a [u8]>,
+    /// Some field must not be copied: [`copy_fields`] then looks at each one.
+    hop_by_hop: bool,
 }
 
+/// Differing or malformed `content-length` values.
+struct BadLength;
+
 impl<'a> Fields<'a> {
+    /// Notes what the fast path needs of one field and returns its kind.
+    fn note(&mut self, h: &httparse::Header<'a>) -> Result<Field, BadLength> {
+        let field = classify(h.name);
+        match field {
+            Field::ContentLength => match (content_length(h.value), self.content_length) {
+                (Some(n), None) => self.content_length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => return Err(BadLength),
+            },
+            Field::Connection => {
+                self.hop_by_hop = true;
+                self.note_connection(h.value);
+            }
+            Field::HopByHop | Field::Upgrade => self.hop_by_hop = true,
+            // `te: trailers` is what gRPC-aware endpoints look for; other codings are hop-by-hop.
+            Field::Te => self.hop_by_hop |= !h.value.eq_ignore_ascii_case(b"trailers"),
+            Field::Host => self.host = Some(h.value),
+            Field::TransferEncoding | Field::Expect | Field::Other => {}
+        }
+        Ok(field)
+    }
+
     fn note_connection(&mut self, value: &'a [u8]) {
         for token in value.split(|&b| b == b',') {
             let token = token.trim_ascii();
@@ -215,25 +233,24 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// Whether a field named `name` (not one of the fixed hop-by-hop ones) goes on.
-    fn keeps(&self, name: &str) -> bool {
-        !self
-            .connection
-            .iter()
-            .any(|token| token.eq_ignore_ascii_case(name.as_bytes()))
+    /// Whether field `h` goes on to the next hop.
+    fn keeps(&self, h: &httparse::Header<'_>) -> bool {
+        match classify(h.name) {
+            Field::Connection | Field::HopByHop | Field::Upgrade => false,
+            Field::Te => h.value.eq_ignore_ascii_case(b"trailers"),
+            _ => !self
+                .connection
+                .iter()
+                .any(|token| token.eq_ignore_ascii_case(h.name.as_bytes())),
+        }
     }
 }
 
-/// Appends the end-to-end fields of `headers` to `out`.
+/// Appends the end-to-end fields of `headers` to `out`. Most messages have no hop-by-hop
+/// field: then every field is copied without looking at its name again.
 fn copy_fields(headers: &[httparse::Header<'_>], fields: &Fields<'_>, out: &mut Vec<u8>) {
     for h in headers {
-        let keep = match classify(h.name) {
-            Field::Connection | Field::HopByHop | Field::Upgrade => false,
-            // `te: trailers` is what gRPC-aware endpoints look for; other codings are hop-by-hop.
-            Field::Te => h.value.eq_ignore_ascii_case(b"trailers"),
-            _ => fields.connection.is_empty() || fields.keeps(h.name),
-        };
-        if keep {
+        if !fields.hop_by_hop || fields.keeps(h) {
             out.extend_from_slice(h.name.as_bytes());
             out.extend_from_slice(b": ");
             out.extend_from_slice(h.value);
