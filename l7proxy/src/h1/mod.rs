@@ -46,9 +46,6 @@ use self::head::{Framing, Request, RequestHead, ResponseHead};
 const READ_CHUNK: usize = 4 * 1024;
 /// Largest read buffer a long response body grows the upstream buffer to.
 const MAX_READ_CHUNK: usize = 64 * 1024;
-/// `out` and `resp` larger than this (a large request or response) are not kept for the next
-/// request.
-const KEEP_BUFFER: usize = 64 * 1024;
 /// Head buffers up to this size stay with an idle connection.
 const SMALL_HEAD: usize = 1024;
 
@@ -160,11 +157,6 @@ impl Conn {
             let keep = exchange.forward(&mut self.io, summary).await;
             if !keep || req.close {
                 return End::Closed;
-            }
-            for buf in [&mut self.io.out, &mut self.io.resp] {
-                if buf.capacity() > KEEP_BUFFER {
-                    *buf = Vec::new();
-                }
             }
             self.idle_since = Instant::now();
         }
