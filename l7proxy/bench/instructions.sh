@@ -23,7 +23,7 @@ pids=()
 cleanup() {
     kill "${pids[@]}" 2>/dev/null || true
     wait 2>/dev/null || true
-    rm -rf "$work"
+    [ -n "${KEEP:-}" ] && cp "$work"/cg.out.* "$KEEP" 2>/dev/null; rm -rf "$work"
 }
 trap cleanup EXIT
 

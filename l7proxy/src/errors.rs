@@ -177,10 +177,22 @@ fn caused_by_client_body(error: &hyper::Error) -> bool {
 /// The response for a request the proxy answers itself. gRPC requests get a trailers-only
 /// response (HTTP 200 with `grpc-status`), as gRPC clients expect.
 pub(crate) fn respond(error: &ProxyError, grpc: bool) -> Response<RespBody> {
+    let (head, body) = response_parts(error, grpc);
+    head.map(|()| RespBody::full(body))
+}
+
+/// [`respond`] for HTTP/2: no `connection` field (HTTP/2 has none); an empty body for gRPC.
+pub(crate) fn respond_h2(error: &ProxyError, grpc: bool) -> (Response<()>, Bytes) {
+    let (mut head, body) = response_parts(error, grpc);
+    head.headers_mut().remove(CONNECTION);
+    (head, body)
+}
+
+fn response_parts(error: &ProxyError, grpc: bool) -> (Response<()>, Bytes) {
     let reason = HeaderValue::from_static(error.reason());
+    let mut response = Response::new(());
+    let headers = response.headers_mut();
     if grpc {
-        let mut response = Response::new(RespBody::empty());
-        let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         headers.insert(
             "grpc-status",
@@ -190,19 +202,17 @@ pub(crate) fn respond(error: &ProxyError, grpc: bool) -> Response<RespBody> {
             headers.insert("grpc-message", message);
         }
         headers.insert(ERROR_HEADER, reason);
-        return response;
+        return (response, Bytes::new());
     }
     let body = Bytes::from(format!("peerd: {error}\n"));
-    let mut response = Response::new(RespBody::full(body.clone()));
-    *response.status_mut() = error.http_status();
-    let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     headers.insert(ERROR_HEADER, reason);
     if error.side() == ErrorSide::Downstream {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
-    response
+    *response.status_mut() = error.http_status();
+    (response, body)
 }
 
 /// The same response as raw HTTP/1.1 bytes, for errors found before hyper owns the connection

@@ -1,4 +1,6 @@
-//! Forwarding one HTTP request: pick, connect, send, retry, time out, answer.
+//! Forwarding one HTTP/1.1 request through hyper (the requests the fast path in [`crate::h1`]
+//! does not take): pick, connect, send, retry, time out, answer. HTTP/2 has its own path,
+//! [`crate::h2`].
 //!
 //! Retries. A request whose connection attempt fails is always tried on another endpoint
 //! (nothing was sent). A request is also retried after a 5xx, a reset or a per-try timeout when
@@ -17,7 +19,7 @@ use bytes::Bytes;
 use http::header::{
     CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderName, TE, TRANSFER_ENCODING, UPGRADE,
 };
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -104,15 +106,10 @@ pub(crate) async fn serve(
     ctx.route
         .count_request(answered_by, response.status().as_u16(), elapsed);
     if let Some(summary) = summary {
-        let protocol = if version == Version::HTTP_2 {
-            "HTTP/2"
-        } else {
-            "HTTP/1.1"
-        };
         let status = response.status().as_u16();
         ctx.log(
             summary,
-            protocol,
+            "HTTP/1.1",
             status,
             &failover,
             error.as_ref(),
@@ -161,12 +158,8 @@ async fn forward(
     route.deposit(start);
     let deadline = start + policy.request_timeout;
     let (mut parts, body) = req.into_parts();
-    let h2 = parts.version == Version::HTTP_2;
     let upgrading = on_upgrade.is_some();
-    if !h2 {
-        // HTTP/2 has no connection-specific headers (RFC 9113 §8.2.2; h2 rejects them).
-        strip_hop_by_hop(&mut parts.headers, upgrading);
-    }
+    strip_hop_by_hop(&mut parts.headers, upgrading);
     let idempotent = is_idempotent(&parts.method) && !upgrading;
     let mut pending = pending_body(body, &parts.headers, idempotent, deadline).await?;
     let replayable = idempotent && matches!(pending, Pending::Replay(_));
@@ -176,12 +169,12 @@ async fn forward(
         let timeout = policy.connect_timeout;
         let (attempt, sender) = failover
             .connect(route, deadline, |addr| async move {
-                match (h2, upgrading) {
-                    (true, _) => upstream.h2(addr, timeout).await,
+                if upgrading {
                     // An upgraded connection is consumed: never take it from the pool.
                     // Boxed: rare, and the future is large.
-                    (false, true) => Box::pin(upstream.h1_fresh(addr, timeout)).await,
-                    (false, false) => upstream.h1(addr, timeout).await,
+                    Box::pin(upstream.h1_fresh(addr, timeout)).await
+                } else {
+                    upstream.h1(addr, timeout).await
                 }
             })
             .await?;
@@ -246,13 +239,7 @@ async fn forward(
             }
             Err(_) => {
                 attempt.failed(FailureKind::Timeout);
-                if try_deadline >= deadline {
-                    return Err(ProxyError::RequestTimeout);
-                }
-                if !(replayable && may_retry(route, policy, sent, false)) {
-                    return Err(ProxyError::TryTimeout);
-                }
-                ProxyError::TryTimeout
+                after_try_timeout(route, policy, sent, replayable, try_deadline, deadline)?
             }
         };
         failover.avoid(addr);
@@ -271,6 +258,26 @@ pub(crate) fn may_retry(route: &Route, policy: &Policy, sent: u32, free: bool) -
         true
     } else {
         route.withdraw_retry()
+    }
+}
+
+/// After attempt `sent` got no response head by `try_deadline`: the error to go on with when
+/// another attempt may go out (the request is `replayable`, and [`may_retry`] agrees), else
+/// the one to answer with.
+pub(crate) fn after_try_timeout(
+    route: &Route,
+    policy: &Policy,
+    sent: u32,
+    replayable: bool,
+    try_deadline: Instant,
+    deadline: Instant,
+) -> Result<ProxyError, ProxyError> {
+    if try_deadline >= deadline {
+        Err(ProxyError::RequestTimeout)
+    } else if replayable && may_retry(route, policy, sent, false) {
+        Ok(ProxyError::TryTimeout)
+    } else {
+        Err(ProxyError::TryTimeout)
     }
 }
 
@@ -310,26 +317,21 @@ async fn send(
     request: Request<ReqBody>,
     connect_timeout: std::time::Duration,
 ) -> Result<(Response<Incoming>, Option<Checkin>), SendFailure> {
-    match sender {
-        Sender::H2(mut sender) => match sender.try_send_request(request).await {
-            Ok(response) => Ok((response, None)),
-            Err(e) => Err(SendFailure::from(e)),
-        },
-        Sender::H1 { mut sender, reused } => match sender.try_send_request(request).await {
-            Ok(response) => {
-                let checkin = Checkin::new(route.upstream.clone(), addr, sender);
-                Ok((response, Some(checkin)))
+    let Sender { mut sender, reused } = sender;
+    match sender.try_send_request(request).await {
+        Ok(response) => {
+            let checkin = Checkin::new(route.upstream.clone(), addr, sender);
+            Ok((response, Some(checkin)))
+        }
+        Err(e) => match SendFailure::from(e) {
+            SendFailure {
+                error,
+                unsent: Some(unsent),
+            } if reused => {
+                // Boxed: rare, and it would double the size of every request's future.
+                Box::pin(resend_fresh(route, addr, unsent, error, connect_timeout)).await
             }
-            Err(e) => match SendFailure::from(e) {
-                SendFailure {
-                    error,
-                    unsent: Some(unsent),
-                } if reused => {
-                    // Boxed: rare, and it would double the size of every request's future.
-                    Box::pin(resend_fresh(route, addr, unsent, error, connect_timeout)).await
-                }
-                failure => Err(failure),
-            },
+            failure => Err(failure),
         },
     }
 }
@@ -376,9 +378,7 @@ fn respond(
         upgrade::splice(downstream, upstream);
         return Response::from_parts(parts, RespBody::empty());
     }
-    if parts.version != Version::HTTP_2 {
-        strip_hop_by_hop(&mut parts.headers, false);
-    }
+    strip_hop_by_hop(&mut parts.headers, false);
     Response::from_parts(parts, RespBody::upstream(body, checkin))
 }
 
@@ -430,14 +430,14 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     .contains(name)
 }
 
-fn is_idempotent(method: &Method) -> bool {
+pub(crate) fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     )
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
@@ -448,7 +448,7 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 /// The request fields the access log needs.
-fn summary(req: &Request<Incoming>) -> Summary {
+pub(crate) fn summary<B>(req: &Request<B>) -> Summary {
     let authority = req
         .uri()
         .authority()

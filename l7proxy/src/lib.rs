@@ -46,6 +46,7 @@ mod explain;
 mod failover;
 mod forward;
 mod h1;
+mod h2;
 mod idle;
 mod listener;
 mod metrics;

@@ -1,5 +1,5 @@
-//! Listeners and client connections: accept, detect the protocol, hand the connection to hyper
-//! (HTTP/1.1, HTTP/2) or to the opaque TCP forwarder.
+//! Listeners and client connections: accept, detect the protocol, hand the connection to the
+//! HTTP/1.1 fast path (or hyper), the HTTP/2 path or the opaque TCP forwarder.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,9 +7,9 @@ use std::pin::pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use peerd_types::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -19,6 +19,7 @@ use crate::detect::{self, Detected, MAX_HEAD, Prefixed};
 use crate::errors::{self, ProxyError};
 use crate::forward::{self, ConnCtx};
 use crate::h1;
+use crate::h2;
 use crate::idle::{self, Activity};
 use crate::proxy::Shared;
 use crate::route::Route;
@@ -131,7 +132,7 @@ async fn serve_connection(
     match (protocol, detected) {
         (_, Detected::Closed) => {}
         (_, Detected::Reject(error)) => Box::pin(reject(stream, &error)).await,
-        (_, Detected::Http2) => Box::pin(serve_h2(stream, ctx)).await,
+        (_, Detected::Http2) => Box::pin(h2::serve(stream, ctx, HEAD_TIMEOUT)).await,
         (Protocol::Http, Detected::Opaque) => {
             Box::pin(tcp::forward(stream, client, &ctx.route, &ctx.shared)).await;
         }
@@ -188,20 +189,5 @@ pub(crate) async fn serve_h1(stream: Prefixed<TcpStream>, ctx: ConnCtx) {
         Some(Err(error)) => tracing::trace!(%error, "client HTTP/1.1 connection ended"),
         Some(Ok(())) => {}
         None => tracing::trace!("idle client HTTP/1.1 connection closed"),
-    }
-}
-
-async fn serve_h2(stream: Prefixed<TcpStream>, ctx: ConnCtx) {
-    let ctx = Arc::new(ctx);
-    // Boxed, as for HTTP/1.1.
-    let service = service_fn(move |req| Box::pin(forward::serve(ctx.clone(), req, None)));
-    // No `date` of the proxy's own (as on the fast path): the endpoint's passes through.
-    let connection = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .auto_date_header(false)
-        .max_header_list_size(MAX_HEAD as u32)
-        .serve_connection(TokioIo::new(stream), service);
-    if let Err(error) = connection.await {
-        tracing::trace!(%error, "client HTTP/2 connection ended");
     }
 }

@@ -1,16 +1,18 @@
 //! Upstream connections, pooled per endpoint: HTTP/1.1 keep-alive connections (one request at a
 //! time each, the newest ready idle one reused first) and one multiplexed HTTP/2 connection per
-//! endpoint.
+//! endpoint (the `h2` crate's client, driven by a task of its own).
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use foldhash::fast;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 
 use tokio::io::AsyncRead;
 
@@ -30,6 +32,14 @@ const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// After a failed HTTP/2 dial, requests queued behind it fail at once for this long instead of
 /// each dialing (and perhaps timing out) in turn.
 const H2_FAST_FAIL: Duration = Duration::from_millis(250);
+/// HTTP/2 settings towards endpoints (hyper's client defaults): flow-control windows large
+/// enough for a fast endpoint on a fast network, and at most this much buffered per stream.
+const H2_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const H2_CONN_WINDOW: u32 = 5 * 1024 * 1024;
+const H2_MAX_SEND_BUFFER: usize = 1024 * 1024;
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+/// Streams opened before the endpoint's SETTINGS say how many it takes.
+const H2_INITIAL_MAX_STREAMS: usize = 100;
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -40,18 +50,30 @@ pub(crate) enum ConnectError {
     Io(#[from] io::Error),
     #[error("handshake failed: {0}")]
     Handshake(#[from] hyper::Error),
+    #[error("HTTP/2 handshake failed: {0}")]
+    H2(#[from] h2::Error),
 }
 
-/// A connection ready for one request.
-pub(crate) enum Sender {
-    /// An HTTP/1.1 connection; `reused` when it came from the idle pool (and so may have been
-    /// closed by the endpoint in the meantime).
-    H1 {
-        sender: http1::SendRequest<ReqBody>,
-        reused: bool,
-    },
-    /// A handle on the endpoint's HTTP/2 connection.
-    H2(http2::SendRequest<ReqBody>),
+/// An HTTP/1.1 connection ready for one request; `reused` when it came from the idle pool (and
+/// so may have been closed by the endpoint in the meantime).
+pub(crate) struct Sender {
+    pub(crate) sender: http1::SendRequest<ReqBody>,
+    pub(crate) reused: bool,
+}
+
+/// A handle on an endpoint's HTTP/2 connection, ready to open one stream.
+pub(crate) struct H2Conn {
+    pub(crate) sender: h2::client::SendRequest<Bytes>,
+    /// Set when the connection ended or must not take new streams.
+    closed: Arc<AtomicBool>,
+}
+
+impl H2Conn {
+    /// Keeps new requests off this connection (it refused a stream or went away); the next one
+    /// dials anew. Streams already open on it go on.
+    pub(crate) fn retire(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The connections of one route to all its endpoints.
@@ -114,18 +136,22 @@ pub(crate) struct RawConn {
 
 #[derive(Default)]
 struct H2Slot {
-    sender: Mutex<Option<http2::SendRequest<ReqBody>>>,
+    conn: Mutex<Option<(h2::client::SendRequest<Bytes>, Arc<AtomicBool>)>>,
     /// Held while dialing, so that one dial serves every request waiting for the connection.
     dialing: tokio::sync::Mutex<Option<(Instant, io::ErrorKind)>>,
 }
 
 impl H2Slot {
-    fn current(&self) -> Option<http2::SendRequest<ReqBody>> {
-        let mut sender = lock(&self.sender);
-        match &*sender {
-            Some(s) if !s.is_closed() => Some(s.clone()),
+    /// A handle on the live connection, if any.
+    fn current(&self) -> Option<H2Conn> {
+        let mut conn = lock(&self.conn);
+        match &*conn {
+            Some((sender, closed)) if !closed.load(Ordering::Relaxed) => Some(H2Conn {
+                sender: sender.clone(),
+                closed: closed.clone(),
+            }),
             Some(_) => {
-                *sender = None;
+                *conn = None;
                 None
             }
             None => None,
@@ -246,7 +272,7 @@ impl Upstream {
                     Ok(Ok(()))
                 )
             {
-                return Ok(Sender::H1 {
+                return Ok(Sender {
                     sender,
                     reused: true,
                 });
@@ -282,18 +308,36 @@ impl Upstream {
         h1_handshake(io, addr, false).await
     }
 
-    /// A handle on the HTTP/2 connection to `addr`, dialing it if there is none.
+    /// A handle on the HTTP/2 connection to `addr`, ready to open a stream: the live one, else
+    /// a new one (one dial serves every request waiting for it).
     pub(crate) async fn h2(
         &self,
         addr: SocketAddr,
         timeout: Duration,
-    ) -> Result<Sender, ConnectError> {
+    ) -> Result<H2Conn, ConnectError> {
         let slot = lock(&self.h2).entry(addr).or_default().clone();
-        if let Some(sender) = slot.current() {
-            return Ok(Sender::H2(sender));
+        if let Some(conn) = slot.current() {
+            match conn.sender.clone().ready().await {
+                Ok(sender) => {
+                    return Ok(H2Conn {
+                        sender,
+                        closed: conn.closed,
+                    });
+                }
+                // Gone away or broken: dial another.
+                Err(error) => {
+                    tracing::debug!(%addr, %error, "upstream HTTP/2 connection takes no streams");
+                    conn.retire();
+                }
+            }
         }
         // Boxed: the common path, a live connection, stays a small future.
-        Box::pin(self.h2_connect(&slot, addr, timeout)).await
+        let conn = Box::pin(self.h2_connect(&slot, addr, timeout)).await?;
+        let sender = conn.sender.ready().await?;
+        Ok(H2Conn {
+            sender,
+            closed: conn.closed,
+        })
     }
 
     /// Dials `slot`'s connection, or waits for the request already dialing it.
@@ -302,10 +346,10 @@ impl Upstream {
         slot: &H2Slot,
         addr: SocketAddr,
         timeout: Duration,
-    ) -> Result<Sender, ConnectError> {
+    ) -> Result<H2Conn, ConnectError> {
         let mut last_failure = slot.dialing.lock().await;
-        if let Some(sender) = slot.current() {
-            return Ok(Sender::H2(sender));
+        if let Some(conn) = slot.current() {
+            return Ok(conn);
         }
         if let Some((at, kind)) = *last_failure
             && at.elapsed() < H2_FAST_FAIL
@@ -314,32 +358,39 @@ impl Upstream {
         }
         let result = self.h2_dial(addr, timeout).await;
         match &result {
-            Ok(sender) => {
-                *lock(&slot.sender) = Some(sender.clone());
+            Ok(conn) => {
+                *lock(&slot.conn) = Some((conn.sender.clone(), conn.closed.clone()));
                 *last_failure = None;
             }
             Err(ConnectError::Io(e)) => *last_failure = Some((Instant::now(), e.kind())),
             Err(_) => *last_failure = Some((Instant::now(), io::ErrorKind::TimedOut)),
         }
-        result.map(Sender::H2)
+        result
     }
 
-    async fn h2_dial(
-        &self,
-        addr: SocketAddr,
-        timeout: Duration,
-    ) -> Result<http2::SendRequest<ReqBody>, ConnectError> {
+    async fn h2_dial(&self, addr: SocketAddr, timeout: Duration) -> Result<H2Conn, ConnectError> {
         let io = self.dial(addr, timeout).await?;
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(TokioIo::new(io))
-            .await?;
+        let handshake = h2::client::Builder::new()
+            .initial_max_send_streams(H2_INITIAL_MAX_STREAMS)
+            .initial_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONN_WINDOW)
+            .max_send_buffer_size(H2_MAX_SEND_BUFFER)
+            .max_header_list_size(H2_MAX_HEADER_LIST)
+            .enable_push(false)
+            .handshake::<_, Bytes>(io);
+        let (sender, conn) = match tokio::time::timeout(timeout, handshake).await {
+            Ok(handshake) => handshake?,
+            Err(_) => return Err(ConnectError::Timeout),
+        };
+        let closed = Arc::new(AtomicBool::new(false));
+        let ended = closed.clone();
         tokio::spawn(async move {
             if let Err(error) = conn.await {
                 tracing::debug!(%addr, %error, "upstream HTTP/2 connection ended");
             }
+            ended.store(true, Ordering::Relaxed);
         });
-        Ok(sender)
+        Ok(H2Conn { sender, closed })
     }
 
     /// Closes pooled connections to endpoints `keep` rejects (removed from the service).
@@ -361,7 +412,7 @@ async fn h1_handshake(io: BoxIo, addr: SocketAddr, reused: bool) -> Result<Sende
             tracing::trace!(%addr, %error, "upstream HTTP/1.1 connection ended");
         }
     });
-    Ok(Sender::H1 { sender, reused })
+    Ok(Sender { sender, reused })
 }
 
 /// Whether an idle stream is still open: a read that would block means nothing arrived, not

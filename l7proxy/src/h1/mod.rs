@@ -33,7 +33,7 @@ use crate::access_log::Summary;
 use crate::detect::Prefixed;
 use crate::errors::{self, ErrorSide, ProxyError};
 use crate::failover::Failover;
-use crate::forward::{ConnCtx, may_retry};
+use crate::forward::{ConnCtx, after_try_timeout, may_retry};
 use crate::idle;
 use crate::listener;
 use crate::pool::RawConn;
@@ -275,13 +275,18 @@ impl Exchange<'_> {
                 }
                 Err(_) => {
                     attempt.failed(FailureKind::Timeout);
-                    if try_deadline >= deadline {
-                        break Err(ProxyError::RequestTimeout);
+                    let next = after_try_timeout(
+                        route,
+                        &policy,
+                        sent,
+                        req.idempotent,
+                        try_deadline,
+                        deadline,
+                    );
+                    match next {
+                        Ok(error) => error,
+                        Err(error) => break Err(error),
                     }
-                    if !(req.idempotent && may_retry(route, &policy, sent, false)) {
-                        break Err(ProxyError::TryTimeout);
-                    }
-                    ProxyError::TryTimeout
                 }
             };
             failover.avoid(addr);

@@ -6,6 +6,7 @@ mod support;
 
 mod failover;
 mod fast_path;
+mod h2;
 mod malformed;
 mod observability;
 mod protocols;

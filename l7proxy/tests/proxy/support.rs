@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,18 +36,48 @@ pub struct BackendState {
     pub status: AtomicU16,
     pub requests: AtomicUsize,
     pub connections: AtomicUsize,
+    /// Requests whose handler was dropped before it produced the response head (the client,
+    /// or the proxy on its behalf, cancelled the request).
+    pub cancelled: AtomicUsize,
+    /// Milliseconds to wait before answering any request (default 0).
+    pub delay_ms: AtomicU64,
 }
 
 impl BackendState {
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn cancelled(&self) -> usize {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a handler dropped before it completed in [`BackendState::cancelled`].
+struct CancelGuard {
+    state: Arc<BackendState>,
+    done: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.state.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// A hyper endpoint (HTTP/1.1 and h2c) on 127.0.0.1. Paths: `/echo` streams the body back,
 /// `/grpc` echoes gRPC-style (frames back as they come, then `grpc-status: 0` trailers), `/ws`
-/// upgrades and echoes bytes, `/status/N` answers N, `/delay/MS` waits; anything else answers
-/// the backend's id with its configured status.
+/// upgrades and echoes bytes, `/status/N` answers N, `/delay/MS` waits, `/bytes/N` answers N
+/// bytes of [`pattern`], `/grpc-status/N` answers gRPC trailers-only (`grpc-status: N` in the
+/// head, no body), `/headers` lists the request head in its body (see [`echo_head`]) and answers
+/// with several `set-cookie` and `x-multi` fields; anything else answers the backend's id with
+/// its configured status. Every answer waits for the backend's `delay_ms` first.
 pub struct TestBackend {
     pub addr: SocketAddr,
     pub state: Arc<BackendState>,
@@ -70,7 +100,18 @@ pub async fn backend(id: &str) -> TestBackend {
             st.connections.fetch_add(1, Ordering::SeqCst);
             let st = st.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| handle(st.clone(), req));
+                let service = service_fn(move |req| {
+                    let st = st.clone();
+                    async move {
+                        let mut guard = CancelGuard {
+                            state: st.clone(),
+                            done: false,
+                        };
+                        let response = handle(st, req).await;
+                        guard.done = true;
+                        response
+                    }
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await;
@@ -91,6 +132,10 @@ async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<ServerBody>, Infallible> {
     state.requests.fetch_add(1, Ordering::SeqCst);
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let path = req.uri().path().to_owned();
     let version = format!("{:?}", req.version());
     let host = req
@@ -139,6 +184,37 @@ async fn handle(
     } else if let Some(ms) = path.strip_prefix("/delay/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         Response::new(full_server(state.id.clone()))
+    } else if let Some(n) = path.strip_prefix("/bytes/") {
+        let body = Pattern {
+            left: n.parse().unwrap_or(0),
+            offset: 0,
+        };
+        Response::new(body.boxed())
+    } else if let Some(code) = path.strip_prefix("/grpc-status/") {
+        // Empty and known to be: hyper sends END_STREAM on the HEADERS frame.
+        let mut r = Response::new(full_server(Bytes::new()));
+        let headers = r.headers_mut();
+        headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from_str(code).unwrap_or(HeaderValue::from_static("2")),
+        );
+        headers.insert("grpc-message", HeaderValue::from_static("scripted%20error"));
+        r
+    } else if path == "/headers" {
+        let mut r = Response::new(full_server(echo_head(&req)));
+        let headers = r.headers_mut();
+        for cookie in [
+            "a=1; Path=/; HttpOnly",
+            "b=2; Expires=Wed, 21 Oct 2037 07:28:00 GMT",
+            "c=3",
+        ] {
+            headers.append("set-cookie", HeaderValue::from_static(cookie));
+        }
+        for value in ["one", "two, three", "four"] {
+            headers.append("x-multi", HeaderValue::from_static(value));
+        }
+        r
     } else {
         let mut r = Response::new(full_server(state.id.clone()));
         *r.status_mut() = StatusCode::from_u16(state.status.load(Ordering::SeqCst)).unwrap();
@@ -149,6 +225,69 @@ async fn handle(
     headers.insert("x-version", HeaderValue::from_str(&version).unwrap());
     headers.insert("x-host", HeaderValue::from_str(&host).unwrap());
     Ok(response)
+}
+
+/// The request head as text, one field a line: `method: M`, `uri: PATH?QUERY`, `authority: A`
+/// (empty when the URI has none), `version: V`, then `NAME: VALUE` for every field in order
+/// (values lossily decoded as UTF-8).
+pub fn echo_head<B>(req: &Request<B>) -> String {
+    let mut text = format!(
+        "method: {}\nuri: {}\nauthority: {}\nversion: {:?}\n",
+        req.method(),
+        req.uri().path_and_query().map_or("", |pq| pq.as_str()),
+        req.uri().authority().map_or("", |a| a.as_str()),
+        req.version(),
+    );
+    for (name, value) in req.headers() {
+        text.push_str(&format!(
+            "{name}: {}\n",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    text
+}
+
+/// Byte `i` of the bodies `/bytes/N` answers.
+pub fn pattern_byte(i: usize) -> u8 {
+    (i.wrapping_mul(31).wrapping_add(i >> 13) % 251) as u8
+}
+
+/// The first `n` bytes of the `/bytes/N` bodies.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(pattern_byte).collect()
+}
+
+/// A `/bytes/N` body: [`pattern`] in 16 KiB frames.
+struct Pattern {
+    left: usize,
+    offset: usize,
+}
+
+impl Body for Pattern {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(16 * 1024);
+        let chunk: Vec<u8> = (self.offset..self.offset + n).map(pattern_byte).collect();
+        self.left -= n;
+        self.offset += n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left as u64)
+    }
 }
 
 /// Echoes data frames as they arrive, then ends with `grpc-status: 0` trailers.

@@ -1,0 +1,397 @@
+//! The HTTP/2 path: the `h2` crate on both sides, every stream of a client connection driven by
+//! that connection's own task.
+//!
+//! hyper's HTTP/2 server spawns a task per stream, and its client reaches the upstream
+//! connection through a channel and more tasks per request: through the pair, a request cost
+//! about 2.5 times HAProxy's user time. Here the client connection's task accepts streams and
+//! polls each one's forwarding next to the connection itself (a [`FuturesUnordered`]); the
+//! upstream stream is opened straight on the endpoint's pooled connection handle (the upstream
+//! connection has one task, shared by every client connection), and bodies and trailers are
+//! relayed frame by frame with flow control on both sides ([`relay`]). Balancing, retries,
+//! timeouts, metrics, the access log and error responses are those of the HTTP/1.1 paths.
+//!
+//! Retries: a request is sent again after a connect failure, or after the endpoint refused the
+//! stream (`REFUSED_STREAM`: not processed) or its connection could not open one, wherever the
+//! request body stands; after a 5xx, a reset or a per-try timeout only when it is replayable
+//! (idempotent, and its body, if any, at most [`MAX_REPLAY_BODY`] bytes by `content-length`,
+//! buffered before the first attempt), within the retry budget.
+
+mod relay;
+
+use std::future::{Future, poll_fn};
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream};
+use http::{HeaderMap, Method, Request, Response};
+use l7proxy_balance::FailureKind;
+use tokio::net::TcpStream;
+
+use crate::config::Policy;
+use crate::detect::{MAX_HEAD, Prefixed};
+use crate::errors::{self, ProxyError};
+use crate::failover::Failover;
+use crate::forward::{self, ConnCtx, MAX_REPLAY_BODY, after_try_timeout, may_retry};
+use crate::pool::H2Conn;
+
+use self::relay::{Relay, RelayError};
+
+/// Settings towards clients (hyper's server defaults): windows of 1 MiB, at most 400 KiB
+/// buffered per stream, 200 streams at a time.
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONN_WINDOW: u32 = 1024 * 1024;
+const MAX_SEND_BUFFER: usize = 400 * 1024;
+const MAX_CONCURRENT_STREAMS: u32 = 200;
+
+/// Serves an HTTP/2 client connection whose preface detection has read (`stream` replays it).
+/// `handshake_timeout` bounds the wait for the client's preface and settings.
+pub(crate) async fn serve(stream: Prefixed<TcpStream>, ctx: ConnCtx, handshake_timeout: Duration) {
+    let handshake = h2::server::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONN_WINDOW)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .max_header_list_size(MAX_HEAD as u32)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .handshake::<_, Bytes>(stream);
+    let mut conn = match tokio::time::timeout(handshake_timeout, handshake).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(error)) => {
+            tracing::trace!(%error, "client HTTP/2 handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let ctx = &ctx;
+    let mut streams = FuturesUnordered::new();
+    let end = poll_fn(|cx| {
+        loop {
+            // Streams first: what they send goes out with the connection's flush below.
+            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+            match conn.poll_accept(cx) {
+                Poll::Ready(Some(Ok((req, respond)))) => {
+                    streams.push(serve_stream(ctx, req, respond));
+                }
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(error)),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await;
+    if let Some(error) = end {
+        tracing::trace!(%error, "client HTTP/2 connection ended");
+    }
+}
+
+/// Forwards one stream and relays its answer; every failure becomes the proxy's own response.
+async fn serve_stream(ctx: &ConnCtx, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+    let start = Instant::now();
+    let grpc = forward::is_grpc(req.headers());
+    let head_only = req.method() == Method::HEAD;
+    let summary = ctx
+        .shared
+        .access_log
+        .enabled()
+        .then(|| forward::summary(&req));
+    let policy = ctx.route.policy();
+    let mut failover = Failover::default();
+    let outcome = {
+        let mut forwarding = pin!(forward(ctx, req, &policy, start, &mut failover));
+        // A client that resets its stream abandons the request (dropping the attempt resets
+        // the upstream stream), as hyper's server does.
+        poll_fn(|cx| {
+            if let Poll::Ready(outcome) = forwarding.as_mut().poll(cx) {
+                return Poll::Ready(Some(outcome));
+            }
+            respond.poll_reset(cx).map(|_| None)
+        })
+        .await
+    };
+    let Some(outcome) = outcome else {
+        tracing::debug!(service = %ctx.route.name, "client reset the stream; request abandoned");
+        return;
+    };
+    let elapsed = start.elapsed();
+    let route = &ctx.route;
+    match outcome {
+        Ok(answer) => {
+            let status = answer.response.status().as_u16();
+            route.count_request(Some(answer.addr), status, elapsed);
+            if let Some(summary) = summary {
+                ctx.log(summary, "HTTP/2", status, &failover, None, elapsed);
+            }
+            relay_answer(answer, respond).await;
+        }
+        Err(error) => {
+            let (head, body) = errors::respond_h2(&error, grpc);
+            let status = head.status().as_u16();
+            route.count_request(None, status, elapsed);
+            if let Some(summary) = summary {
+                ctx.log(summary, "HTTP/2", status, &failover, Some(&error), elapsed);
+            }
+            let empty = body.is_empty() || head_only;
+            match respond.send_response(head, empty) {
+                Ok(mut stream) if !empty => {
+                    let _ = stream.send_data(body, true);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, "cannot answer the client"),
+            }
+        }
+    }
+}
+
+/// Sends the endpoint's response head to the client, then relays the response body and what
+/// remains of the request body, both ways at once (gRPC bidirectional streams).
+async fn relay_answer(answer: Answer, mut respond: SendResponse<Bytes>) {
+    let (parts, body) = answer.response.into_parts();
+    let end = body.is_end_stream();
+    let send = match respond.send_response(Response::from_parts(parts, ()), end) {
+        Ok(send) => send,
+        Err(error) => {
+            tracing::debug!(%error, "cannot send the response head to the client");
+            return;
+        }
+    };
+    let mut response_body = (!end).then(|| Relay::new(body, send));
+    let mut request_body = answer.request_body;
+    poll_fn(|cx| {
+        for relay in [&mut request_body, &mut response_body] {
+            if let Some(r) = relay
+                && let Poll::Ready(result) = r.poll(cx)
+            {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "HTTP/2 body relay stopped");
+                }
+                *relay = None;
+            }
+        }
+        if request_body.is_none() && response_body.is_none() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
+/// The endpoint's answer to a request.
+struct Answer {
+    response: Response<RecvStream>,
+    addr: SocketAddr,
+    /// The request body, still on its way to the endpoint.
+    request_body: Option<Relay>,
+}
+
+/// The request body as the attempts see it.
+enum Pending {
+    /// Buffered (possibly empty): every attempt gets a copy.
+    Replay {
+        data: Bytes,
+        trailers: Option<HeaderMap>,
+    },
+    /// Streamed: only one attempt can send it (`None` once given to an attempt).
+    Stream(Option<RecvStream>),
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        matches!(self, Self::Replay { data, trailers: None } if data.is_empty())
+    }
+}
+
+/// Why an attempt failed.
+enum Failure {
+    /// The client's request body broke off: the client's fault, nothing to retry.
+    ClientBody,
+    /// The endpoint or its connection failed; `unsent` when it did not process the request.
+    Upstream { error: ProxyError, unsent: bool },
+}
+
+async fn forward(
+    ctx: &ConnCtx,
+    req: Request<RecvStream>,
+    policy: &Policy,
+    start: Instant,
+    failover: &mut Failover,
+) -> Result<Answer, ProxyError> {
+    let route = &*ctx.route;
+    route.deposit(start);
+    let deadline = start + policy.request_timeout;
+    let (parts, body) = req.into_parts();
+    let idempotent = forward::is_idempotent(&parts.method);
+    let mut pending = pending_body(body, &parts.headers, idempotent, deadline).await?;
+    let replayable = idempotent && matches!(pending, Pending::Replay { .. });
+    let mut sent = 0u32;
+    loop {
+        let upstream = &route.upstream;
+        let timeout = policy.connect_timeout;
+        let (attempt, conn) = failover
+            .connect(route, deadline, |addr| upstream.h2(addr, timeout))
+            .await?;
+        sent += 1;
+        let addr = attempt.addr;
+        let try_deadline = deadline.min(attempt.started() + policy.try_timeout);
+        // Every attempt sends a copy of the head: even a streamed request goes again when the
+        // endpoint refuses its stream.
+        let mut request = Request::new(());
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = parts.uri.clone();
+        *request.headers_mut() = parts.headers.clone();
+        let result = {
+            let exchange = pin!(exchange(conn, request, &mut pending));
+            tokio::time::timeout_at(try_deadline.into(), exchange).await
+        };
+        let error = match result {
+            Ok(Ok((response, request_body))) => {
+                let status = response.status();
+                let answer = Answer {
+                    response,
+                    addr,
+                    request_body,
+                };
+                if !status.is_server_error() {
+                    attempt.succeeded();
+                    return Ok(answer);
+                }
+                attempt.failed(FailureKind::Status5xx);
+                if !(replayable && may_retry(route, policy, sent, false)) {
+                    return Ok(answer);
+                }
+                tracing::debug!(service = %route.name, %addr, %status, "retrying");
+                ProxyError::UpstreamProtocol
+            }
+            Ok(Err(Failure::ClientBody)) => {
+                // The client's fault: no evidence against the endpoint.
+                drop(attempt);
+                return Err(ProxyError::RequestBody);
+            }
+            Ok(Err(Failure::Upstream { error, unsent })) => {
+                attempt.failed(FailureKind::Reset);
+                let again = (unsent && !matches!(pending, Pending::Stream(None))) || replayable;
+                if !(again && may_retry(route, policy, sent, unsent)) {
+                    return Err(error);
+                }
+                tracing::debug!(service = %route.name, %addr, %error, "retrying");
+                error
+            }
+            Err(_) => {
+                attempt.failed(FailureKind::Timeout);
+                after_try_timeout(route, policy, sent, replayable, try_deadline, deadline)?
+            }
+        };
+        failover.avoid(addr);
+        failover.last_error = Some(error);
+    }
+}
+
+/// Reads the request body when it is small and the request idempotent, so that it can be
+/// replayed; otherwise leaves it to be streamed.
+async fn pending_body(
+    mut body: RecvStream,
+    headers: &HeaderMap,
+    idempotent: bool,
+    deadline: Instant,
+) -> Result<Pending, ProxyError> {
+    if body.is_end_stream() {
+        return Ok(Pending::Replay {
+            data: Bytes::new(),
+            trailers: None,
+        });
+    }
+    if !(idempotent && forward::content_length(headers).is_some_and(|n| n <= MAX_REPLAY_BODY)) {
+        return Ok(Pending::Stream(Some(body)));
+    }
+    // h2 holds the client to its content-length.
+    let collect = async {
+        let mut data = BytesMut::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        let trailers = body.trailers().await?;
+        Ok::<_, h2::Error>((data.freeze(), trailers))
+    };
+    match Box::pin(tokio::time::timeout_at(deadline.into(), collect)).await {
+        Ok(Ok((data, trailers))) => Ok(Pending::Replay { data, trailers }),
+        Ok(Err(_)) => Err(ProxyError::RequestBody),
+        Err(_) => Err(ProxyError::RequestTimeout),
+    }
+}
+
+/// One attempt: opens a stream on `conn`, sends the head and the body (a buffered one at once,
+/// a streamed one as it comes) and waits for the response head.
+async fn exchange(
+    conn: H2Conn,
+    request: Request<()>,
+    pending: &mut Pending,
+) -> Result<(Response<RecvStream>, Option<Relay>), Failure> {
+    let mut conn = conn;
+    let empty = pending.is_empty();
+    let (response, mut stream) = conn.sender.send_request(request, empty).map_err(|error| {
+        // The connection takes no more streams (it went away, or broke).
+        conn.retire();
+        Failure::Upstream {
+            error: upstream_error(&error),
+            unsent: true,
+        }
+    })?;
+    let mut request_body = None;
+    match pending {
+        Pending::Replay { .. } if empty => {}
+        Pending::Replay { data, trailers } => {
+            // A failure here shows in the response.
+            let _ = stream.send_data(data.clone(), trailers.is_none());
+            if let Some(trailers) = trailers {
+                let _ = stream.send_trailers(trailers.clone());
+            }
+        }
+        Pending::Stream(body) => {
+            if let Some(body) = body.take() {
+                request_body = Some(Relay::new(body, stream));
+            }
+        }
+    }
+    let mut response = pin!(response);
+    poll_fn(|cx| {
+        if let Some(relay) = &mut request_body
+            && let Poll::Ready(result) = relay.poll(cx)
+        {
+            request_body = None;
+            match result {
+                Ok(()) => {}
+                Err(RelayError::Recv(_)) => return Poll::Ready(Err(Failure::ClientBody)),
+                // The endpoint stopped reading: its response (or reset) says why.
+                Err(RelayError::Send(_)) => {}
+            }
+        }
+        response.as_mut().poll(cx).map(|result| match result {
+            Ok(response) => Ok((response, request_body.take())),
+            Err(error) => {
+                if error.is_go_away() || error.is_io() {
+                    conn.retire();
+                }
+                Err(Failure::Upstream {
+                    unsent: error.reason() == Some(Reason::REFUSED_STREAM) && error.is_remote(),
+                    error: upstream_error(&error),
+                })
+            }
+        })
+    })
+    .await
+}
+
+/// Classifies a failed upstream exchange.
+fn upstream_error(error: &h2::Error) -> ProxyError {
+    if error.is_io() || error.is_reset() || (error.is_go_away() && error.is_remote()) {
+        ProxyError::UpstreamReset
+    } else {
+        ProxyError::UpstreamProtocol
+    }
+}

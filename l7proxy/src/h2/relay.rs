@@ -1,0 +1,103 @@
+//! A body relayed from one HTTP/2 stream to another, frame by frame: data as it comes, with the
+//! receiving side's flow control respected (nothing more is taken from the sender until the
+//! receiver has room) and the sender's window reopened once a chunk is passed on, then the
+//! trailers or the end of the stream. A reset on either side ends the relay; one on the sending
+//! side is passed on to the receiving side.
+
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use h2::{Reason, RecvStream, SendStream};
+
+/// One direction of a stream's body.
+pub(super) struct Relay {
+    from: RecvStream,
+    to: SendStream<Bytes>,
+    /// The data has all been passed on; the trailers (or the end) are next.
+    data_done: bool,
+}
+
+/// Why a relay stopped short.
+#[derive(Debug)]
+pub(super) enum RelayError {
+    /// The sending side failed or reset its stream (the receiving side was reset too).
+    Recv(h2::Error),
+    /// The receiving side is gone or reset its stream.
+    Send(h2::Error),
+}
+
+impl std::fmt::Display for RelayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Recv(error) => write!(f, "sending side: {error}"),
+            Self::Send(error) => write!(f, "receiving side: {error}"),
+        }
+    }
+}
+
+impl Relay {
+    pub(super) fn new(from: RecvStream, to: SendStream<Bytes>) -> Self {
+        Self {
+            from,
+            to,
+            data_done: false,
+        }
+    }
+
+    /// Relays what is there; ready once the stream has ended on both sides or failed.
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
+        while !self.data_done {
+            // Room for at least one byte before taking the next chunk: h2 assigns capacity
+            // only within the receiver's window and the send buffer's limit, so a slow
+            // receiver holds back the sender.
+            self.to.reserve_capacity(1);
+            if self.to.capacity() == 0 {
+                loop {
+                    match ready!(self.to.poll_capacity(cx)) {
+                        Some(Ok(0)) => {}
+                        Some(Ok(_)) => break,
+                        Some(Err(error)) => return Poll::Ready(Err(RelayError::Send(error))),
+                        None => {
+                            return Poll::Ready(Err(RelayError::Send(Reason::CANCEL.into())));
+                        }
+                    }
+                }
+            } else if let Poll::Ready(reset) = self.to.poll_reset(cx) {
+                let error = match reset {
+                    Ok(reason) => reason.into(),
+                    Err(error) => error,
+                };
+                return Poll::Ready(Err(RelayError::Send(error)));
+            }
+            match ready!(self.from.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let len = data.len();
+                    let end = self.from.is_end_stream();
+                    self.to.send_data(data, end).map_err(RelayError::Send)?;
+                    // Passed on: the sender may send this much more.
+                    let _ = self.from.flow_control().release_capacity(len);
+                    if end {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Some(Err(error)) => return Poll::Ready(Err(self.broke(error))),
+                None => self.data_done = true,
+            }
+        }
+        match ready!(self.from.poll_trailers(cx)) {
+            Ok(Some(trailers)) => self.to.send_trailers(trailers),
+            Ok(None) => self.to.send_data(Bytes::new(), true),
+            Err(error) => return Poll::Ready(Err(self.broke(error))),
+        }
+        .map_err(RelayError::Send)?;
+        Poll::Ready(Ok(()))
+    }
+
+    /// The sending side failed: reset the receiving side with the same reason (a cancel stays
+    /// a cancel), or `INTERNAL_ERROR` when the connection itself broke.
+    fn broke(&mut self, error: h2::Error) -> RelayError {
+        self.to
+            .send_reset(error.reason().unwrap_or(Reason::INTERNAL_ERROR));
+        RelayError::Recv(error)
+    }
+}
