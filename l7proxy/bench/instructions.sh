@@ -6,6 +6,7 @@
 #
 #   l7proxy/bench/instructions.sh                       # from the repository root
 #   PROTO=h2 REQUESTS=30000 l7proxy/bench/instructions.sh
+#   KEEP=/tmp/cg.out l7proxy/bench/instructions.sh      # keep the profile (callgrind_annotate)
 #
 # Needs valgrind and h2load. Addresses: endpoint 127.0.0.1:18080, proxy 127.0.0.3:{8080,8081}.
 set -euo pipefail

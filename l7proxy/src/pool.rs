@@ -316,18 +316,13 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<H2Conn, ConnectError> {
         let slot = lock(&self.h2).entry(addr).or_default().clone();
-        if let Some(conn) = slot.current() {
-            match conn.sender.clone().ready().await {
-                Ok(sender) => {
-                    return Ok(H2Conn {
-                        sender,
-                        closed: conn.closed,
-                    });
-                }
+        if let Some(H2Conn { sender, closed }) = slot.current() {
+            match sender.ready().await {
+                Ok(sender) => return Ok(H2Conn { sender, closed }),
                 // Gone away or broken: dial another.
                 Err(error) => {
                     tracing::debug!(%addr, %error, "upstream HTTP/2 connection takes no streams");
-                    conn.retire();
+                    closed.store(true, Ordering::Relaxed);
                 }
             }
         }
