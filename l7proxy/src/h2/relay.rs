@@ -13,6 +13,8 @@ use h2::{Reason, RecvStream, SendStream};
 pub(super) struct Relay {
     from: RecvStream,
     to: SendStream<Bytes>,
+    /// A chunk was passed on: wait for room before taking the next one.
+    sent: bool,
     /// The data has all been passed on; the trailers (or the end) are next.
     data_done: bool,
 }
@@ -40,6 +42,7 @@ impl Relay {
         Self {
             from,
             to,
+            sent: false,
             data_done: false,
         }
     }
@@ -47,33 +50,19 @@ impl Relay {
     /// Relays what is there; ready once the stream has ended on both sides or failed.
     pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
         while !self.data_done {
-            // Room for at least one byte before taking the next chunk: h2 assigns capacity
-            // only within the receiver's window and the send buffer's limit, so a slow
-            // receiver holds back the sender.
-            self.to.reserve_capacity(1);
-            if self.to.capacity() == 0 {
-                loop {
-                    match ready!(self.to.poll_capacity(cx)) {
-                        Some(Ok(0)) => {}
-                        Some(Ok(_)) => break,
-                        Some(Err(error)) => return Poll::Ready(Err(RelayError::Send(error))),
-                        None => {
-                            return Poll::Ready(Err(RelayError::Send(Reason::CANCEL.into())));
-                        }
-                    }
-                }
+            // The first chunk goes without asking for room (most bodies are one chunk), but a
+            // receiver that resets its stream is noticed even while the sender is silent.
+            if self.sent {
+                ready!(self.poll_room(cx))?;
             } else if let Poll::Ready(reset) = self.to.poll_reset(cx) {
-                let error = match reset {
-                    Ok(reason) => reason.into(),
-                    Err(error) => error,
-                };
-                return Poll::Ready(Err(RelayError::Send(error)));
+                return Poll::Ready(Err(RelayError::Send(reset_error(reset))));
             }
             match ready!(self.from.poll_data(cx)) {
                 Some(Ok(data)) => {
                     let len = data.len();
                     let end = self.from.is_end_stream();
                     self.to.send_data(data, end).map_err(RelayError::Send)?;
+                    self.sent = true;
                     // Passed on: the sender may send this much more.
                     let _ = self.from.flow_control().release_capacity(len);
                     if end {
@@ -93,11 +82,39 @@ impl Relay {
         Poll::Ready(Ok(()))
     }
 
+    /// Ready once the receiving side has room for at least one more byte: h2 assigns capacity
+    /// only within the receiver's window and the send buffer's limit, so a slow receiver holds
+    /// back the sender.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
+        self.to.reserve_capacity(1);
+        if self.to.capacity() == 0 {
+            loop {
+                match ready!(self.to.poll_capacity(cx)) {
+                    Some(Ok(0)) => {}
+                    Some(Ok(_)) => break,
+                    Some(Err(error)) => return Poll::Ready(Err(RelayError::Send(error))),
+                    None => return Poll::Ready(Err(RelayError::Send(Reason::CANCEL.into()))),
+                }
+            }
+        } else if let Poll::Ready(reset) = self.to.poll_reset(cx) {
+            return Poll::Ready(Err(RelayError::Send(reset_error(reset))));
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// The sending side failed: reset the receiving side with the same reason (a cancel stays
     /// a cancel), or `INTERNAL_ERROR` when the connection itself broke.
     fn broke(&mut self, error: h2::Error) -> RelayError {
         self.to
             .send_reset(error.reason().unwrap_or(Reason::INTERNAL_ERROR));
         RelayError::Recv(error)
+    }
+}
+
+/// What `poll_reset` reported, as an error.
+fn reset_error(reset: Result<Reason, h2::Error>) -> h2::Error {
+    match reset {
+        Ok(reason) => reason.into(),
+        Err(error) => error,
     }
 }

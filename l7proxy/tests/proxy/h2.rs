@@ -983,3 +983,52 @@ async fn refused_streams_go_elsewhere_whatever_the_method() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_client_reset_during_a_silent_response_body_cancels_the_upstream_stream() {
+    // A streaming answer (think gRPC server streaming) whose endpoint sends its head and then
+    // nothing: a client that cancels must release the endpoint's stream at once.
+    let cancelled = Arc::new(AtomicUsize::new(0));
+    let seen = cancelled.clone();
+    let endpoint = scripted(
+        None,
+        move |_, _, mut respond: h2::server::SendResponse<Bytes>| {
+            let seen = seen.clone();
+            async move {
+                let Ok(mut stream) = respond.send_response(Response::new(()), false) else {
+                    return;
+                };
+                let reset = poll_fn(|cx| stream.poll_reset(cx));
+                if let Ok(Ok(reason)) = tokio::time::timeout(Duration::from_secs(5), reset).await {
+                    assert_eq!(reason, h2::Reason::CANCEL);
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        },
+    )
+    .await;
+    let _p = proxy(vec![service(
+        "web.shop.global",
+        "127.16.14.1",
+        8080,
+        Protocol::Http2,
+        &[(endpoint.addr, local())],
+    )])
+    .await;
+    let client = h2_client(addr("127.16.14.1:8080")).await;
+    let (response, _request_stream) = h2_send(&client, "/stream").await;
+    let response = tokio::time::timeout(Duration::from_secs(2), response)
+        .await
+        .expect("the head arrives")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // Dropping the body and the request handle cancels the stream (RST_STREAM CANCEL).
+    drop(response);
+    drop(_request_stream);
+    assert!(
+        eventually(Duration::from_secs(1), || cancelled.load(Ordering::SeqCst)
+            == 1)
+        .await,
+        "the endpoint sees its stream cancelled within 1 s"
+    );
+}
