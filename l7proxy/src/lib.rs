@@ -63,4 +63,4 @@ pub use dial::{AsyncReadWrite, BoxFuture, BoxIo, Dialer, TcpDialer};
 pub use errors::{ErrorSide, ProxyError};
 pub use explain::{EndpointExplanation, Explanation, PortExplanation, TierShares};
 pub use peerd_types::{Locality, Protocol, ServicePort};
-pub use proxy::Proxy;
+pub use proxy::{DEFAULT_CLIENT_IDLE_TIMEOUT, Proxy};

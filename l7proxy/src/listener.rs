@@ -26,9 +26,6 @@ use crate::route::Route;
 use crate::sync::{read, write};
 use crate::tcp;
 
-/// How long a client may take to send a request head, and how long an idle HTTP/1.1
-/// keep-alive connection stays open.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long and how much a rejected client's remaining bytes are drained before closing.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
@@ -118,7 +115,8 @@ async fn serve_connection(
         let stream = Prefixed::new(Default::default(), stream);
         return Box::pin(tcp::forward(stream, client, &route, &shared)).await;
     }
-    let (detected, prefix) = detect::detect(&mut stream, HEAD_TIMEOUT).await;
+    let idle_timeout = shared.client_idle_timeout();
+    let (detected, prefix) = detect::detect(&mut stream, idle_timeout).await;
     let ctx = ConnCtx {
         route,
         shared,
@@ -126,13 +124,13 @@ async fn serve_connection(
     };
     if protocol == Protocol::Http && detected == Detected::Http1 {
         // hyper takes over from the fast path when a request needs it.
-        return h1::serve(stream, prefix, ctx, HEAD_TIMEOUT).await;
+        return h1::serve(stream, prefix, ctx, idle_timeout).await;
     }
     let stream = Prefixed::new(prefix.freeze(), stream);
     match (protocol, detected) {
         (_, Detected::Closed) => {}
         (_, Detected::Reject(error)) => Box::pin(reject(stream, &error)).await,
-        (_, Detected::Http2) => Box::pin(h2::serve(stream, ctx, HEAD_TIMEOUT)).await,
+        (_, Detected::Http2) => Box::pin(h2::serve(stream, ctx, idle_timeout)).await,
         (Protocol::Http, Detected::Opaque) => {
             Box::pin(tcp::forward(stream, client, &ctx.route, &ctx.shared)).await;
         }
@@ -165,6 +163,7 @@ pub(crate) async fn reject(mut stream: Prefixed<TcpStream>, error: &ProxyError) 
 }
 
 pub(crate) async fn serve_h1(stream: Prefixed<TcpStream>, ctx: ConnCtx) {
+    let idle_timeout = ctx.shared.client_idle_timeout();
     let ctx = Arc::new(ctx);
     let activity = Arc::new(Activity::new(Instant::now()));
     let service = {
@@ -185,7 +184,7 @@ pub(crate) async fn serve_h1(stream: Prefixed<TcpStream>, ctx: ConnCtx) {
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades()
     );
-    match idle::close_when_idle(connection, &activity, HEAD_TIMEOUT).await {
+    match idle::close_when_idle(connection, &activity, idle_timeout).await {
         Some(Err(error)) => tracing::trace!(%error, "client HTTP/1.1 connection ended"),
         Some(Ok(())) => {}
         None => tracing::trace!("idle client HTTP/1.1 connection closed"),

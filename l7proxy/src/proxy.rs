@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use peerd_types::Locality;
 
@@ -21,6 +23,19 @@ use crate::sync::lock;
 pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) access_log: AccessLog,
+    /// See [`Proxy::set_client_idle_timeout`], in milliseconds.
+    client_idle_ms: AtomicU64,
+}
+
+/// How long a client may take to send a request head, and how long an idle client connection
+/// stays open, unless [`Proxy::set_client_idle_timeout`] says otherwise.
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Shared {
+    /// The limit for new client connections.
+    pub(crate) fn client_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_idle_ms.load(Ordering::Relaxed))
+    }
 }
 
 /// The L7 proxy of one node. Dropping it closes its listeners (open connections finish).
@@ -43,6 +58,7 @@ impl Proxy {
             shared: Arc::new(Shared {
                 metrics: Metrics::new(),
                 access_log: AccessLog::default(),
+                client_idle_ms: AtomicU64::new(millis(DEFAULT_CLIENT_IDLE_TIMEOUT)),
             }),
             listeners: Mutex::default(),
             updating: tokio::sync::Mutex::new(()),
@@ -155,6 +171,17 @@ impl Proxy {
         self.shared.access_log.set(sink);
     }
 
+    /// How long a client may take to send its first request head, and how long a client
+    /// connection stays open without a request in progress: an HTTP/1.1 keep-alive connection
+    /// waiting for its next request is closed, an HTTP/2 connection without a stream is shut
+    /// down gracefully (GOAWAY). Default [`DEFAULT_CLIENT_IDLE_TIMEOUT`]; applies to connections
+    /// accepted from then on.
+    pub fn set_client_idle_timeout(&self, limit: Duration) {
+        self.shared
+            .client_idle_ms
+            .store(millis(limit).max(1), Ordering::Relaxed);
+    }
+
     /// The addresses the proxy listens on.
     pub fn listening(&self) -> Vec<SocketAddr> {
         self.listeners().keys().copied().collect()
@@ -190,4 +217,8 @@ impl std::fmt::Debug for Proxy {
             .field("listening", &self.listening())
             .finish()
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

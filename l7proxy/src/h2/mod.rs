@@ -37,6 +37,7 @@ use crate::detect::{MAX_HEAD, Prefixed};
 use crate::errors::{self, ProxyError};
 use crate::failover::Failover;
 use crate::forward::{self, ConnCtx, MAX_REPLAY_BODY, after_try_timeout, may_retry};
+use crate::idle;
 use crate::pool::H2Conn;
 
 use self::relay::{Relay, RelayError};
@@ -49,8 +50,10 @@ const MAX_SEND_BUFFER: usize = 400 * 1024;
 const MAX_CONCURRENT_STREAMS: u32 = 200;
 
 /// Serves an HTTP/2 client connection whose preface detection has read (`stream` replays it).
-/// `handshake_timeout` bounds the wait for the client's preface and settings.
-pub(crate) async fn serve(stream: Prefixed<TcpStream>, ctx: ConnCtx, handshake_timeout: Duration) {
+/// `idle_timeout` bounds the wait for the client's preface and settings, and how long the
+/// connection stays open without a stream: then it is shut down gracefully (GOAWAY), and closed
+/// if the client has not finished another `idle_timeout` later.
+pub(crate) async fn serve(stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_timeout: Duration) {
     let handshake = h2::server::Builder::new()
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONN_WINDOW)
@@ -58,7 +61,7 @@ pub(crate) async fn serve(stream: Prefixed<TcpStream>, ctx: ConnCtx, handshake_t
         .max_header_list_size(MAX_HEAD as u32)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .handshake::<_, Bytes>(stream);
-    let mut conn = match tokio::time::timeout(handshake_timeout, handshake).await {
+    let mut conn = match tokio::time::timeout(idle_timeout, handshake).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(error)) => {
             tracing::trace!(%error, "client HTTP/2 handshake failed");
@@ -68,17 +71,45 @@ pub(crate) async fn serve(stream: Prefixed<TcpStream>, ctx: ConnCtx, handshake_t
     };
     let ctx = &ctx;
     let mut streams = FuturesUnordered::new();
+    // Without a stream since then; one timer checks it, pushed back only when it fires.
+    let mut idle_since = Some(Instant::now());
+    let mut timer = pin!(tokio::time::sleep(idle_timeout));
+    let mut closing = false;
     let end = poll_fn(|cx| {
         loop {
             // Streams first: what they send goes out with the connection's flush below.
-            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+            let mut finished = false;
+            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {
+                finished = true;
+            }
+            if finished && streams.is_empty() && !closing {
+                idle_since = Some(Instant::now());
+            }
             match conn.poll_accept(cx) {
                 Poll::Ready(Some(Ok((req, respond)))) => {
+                    idle_since = None;
                     streams.push(serve_stream(ctx, req, respond));
+                    continue;
                 }
                 Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(error)),
                 Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {}
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            match idle::next_check(idle_since, now, idle_timeout) {
+                Some(at) => timer.as_mut().reset(at.into()),
+                // Still open a limit after the GOAWAY: give up on the client.
+                None if closing => return Poll::Ready(None),
+                None => {
+                    tracing::trace!("closing an idle client HTTP/2 connection");
+                    conn.graceful_shutdown();
+                    closing = true;
+                    idle_since = Some(now);
+                    timer.as_mut().reset((now + idle_timeout).into());
+                }
             }
         }
     })

@@ -431,3 +431,34 @@ async fn a_client_that_leaves_abandons_its_attempt() {
     }
     assert_eq!(b.state.requests(), 2);
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_and_silent_clients_are_closed_after_the_limit() {
+    let e = scripted(|r| ok(path(r)), Then::KeepOpen).await;
+    let p = web_proxy("127.15.10.1", e.addr).await;
+    p.set_client_idle_timeout(Duration::from_millis(300));
+    // A keep-alive connection: answered, then closed once idle for the limit.
+    let mut c = TcpStream::connect("127.15.10.1:8080").await.unwrap();
+    c.write_all(b"GET /a HTTP/1.1\r\nhost: web\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = read_exactly(&mut c, ok("/a").len()).await;
+    assert_eq!(answered.as_bytes(), ok("/a"));
+    let idle_from = std::time::Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), c.read_to_end(&mut rest))
+        .await
+        .expect("closed within 3 s")
+        .unwrap();
+    assert!(rest.is_empty(), "nothing more: {rest:?}");
+    let idle = idle_from.elapsed();
+    assert!(idle >= Duration::from_millis(250), "closed after {idle:?}");
+    // A client that connects and sends nothing is closed after the limit too.
+    let mut silent = TcpStream::connect("127.15.10.1:8080").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), silent.read_to_end(&mut rest))
+        .await
+        .expect("closed within 3 s")
+        .unwrap();
+    assert!(rest.is_empty());
+}

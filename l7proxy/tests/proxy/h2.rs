@@ -1032,3 +1032,56 @@ async fn a_client_reset_during_a_silent_response_body_cancels_the_upstream_strea
         "the endpoint sees its stream cancelled within 1 s"
     );
 }
+
+#[tokio::test]
+async fn an_idle_client_connection_is_shut_down_once_without_streams_for_the_limit() {
+    let b = backend("a").await;
+    let p = proxy(vec![service(
+        "web.shop.global",
+        "127.16.15.1",
+        8080,
+        Protocol::Http2,
+        &[(b.addr, local())],
+    )])
+    .await;
+    p.set_client_idle_timeout(Duration::from_millis(400));
+    let stream = TcpStream::connect(addr("127.16.15.1:8080")).await.unwrap();
+    let (client, conn) = h2::client::handshake(stream).await.unwrap();
+    let mut conn = tokio::spawn(conn);
+    // A stream longer than the limit keeps the connection open: the limit is for idleness.
+    let (response, _stream) = h2_send(&client, "/delay/700").await;
+    assert_eq!(h2_read(response).await, (StatusCode::OK, Bytes::from("a")));
+    let last = Instant::now();
+    let (response, _stream) = h2_send(&client, "/").await;
+    assert_eq!(h2_read(response).await, (StatusCode::OK, Bytes::from("a")));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!conn.is_finished(), "closed before the limit");
+    // Then GOAWAY, and the connection ends cleanly.
+    let ended = tokio::time::timeout(Duration::from_secs(2), &mut conn).await;
+    let result = ended.expect("the connection ends after the limit");
+    assert!(result.unwrap().is_ok(), "a graceful shutdown, not an error");
+    assert!(last.elapsed() >= Duration::from_millis(400));
+    assert!(client.clone().ready().await.is_err(), "no new streams");
+
+    // On the wire: a connection that never opens a stream gets a GOAWAY before the end.
+    let mut raw = TcpStream::connect(addr("127.16.15.1:8080")).await.unwrap();
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), raw.read_to_end(&mut bytes))
+        .await
+        .expect("closed within 3 s")
+        .unwrap();
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = usize::from(bytes[at]) << 16
+            | usize::from(bytes[at + 1]) << 8
+            | usize::from(bytes[at + 2]);
+        types.push(bytes[at + 3]);
+        at += 9 + len;
+    }
+    const GOAWAY: u8 = 0x7;
+    assert!(types.contains(&GOAWAY), "frame types {types:?}");
+}
