@@ -16,12 +16,13 @@
 //! (idempotent, and its body, if any, at most [`MAX_REPLAY_BODY`] bytes by `content-length`,
 //! buffered before the first attempt), within the retry budget.
 
+mod hold;
 mod relay;
 
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -40,6 +41,7 @@ use crate::forward::{self, ConnCtx, MAX_REPLAY_BODY, after_try_timeout, may_retr
 use crate::idle;
 use crate::pool::H2Conn;
 
+use self::hold::Hold;
 use self::relay::{Relay, RelayError};
 
 /// Settings towards clients (hyper's server defaults): windows of 1 MiB, at most 400 KiB
@@ -75,34 +77,62 @@ pub(crate) async fn serve(stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_timeou
     let mut idle_since = Some(Instant::now());
     let mut timer = pin!(tokio::time::sleep(idle_timeout));
     let mut closing = false;
+    // The streams and the connection wake the task through wakers of its own: see [`hold`].
+    let ((conn_hold, conn_waker), (set_hold, set_waker)) = Hold::pair();
     let end = poll_fn(|cx| {
-        loop {
-            // Streams first: what they send goes out with the connection's flush below.
+        conn_hold.register(cx.waker());
+        let mut conn_cx = Context::from_waker(&conn_waker);
+        let mut set_cx = Context::from_waker(&set_waker);
+        // Woken while polling the connection (or the streams, too often): come back.
+        let mut again = false;
+        let result = loop {
+            // Streams first: what they send goes out with the connection's flush below, so
+            // h2's wakes for it are held back until then.
+            conn_hold.hold();
             let mut finished = false;
-            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {
-                finished = true;
+            let mut rounds = 0;
+            loop {
+                set_hold.hold();
+                let next = streams.poll_next_unpin(&mut set_cx);
+                let woken = set_hold.release();
+                match next {
+                    Poll::Ready(Some(())) => finished = true,
+                    Poll::Ready(None) => break,
+                    // Woken meanwhile: a stream is ready again, or the set yielded after
+                    // polling each stream once (it does so even when none is ready). One more
+                    // look here; after that, through the scheduler.
+                    Poll::Pending if woken && rounds == 0 => rounds += 1,
+                    Poll::Pending => {
+                        again |= woken;
+                        break;
+                    }
+                }
             }
             if finished && streams.is_empty() && !closing {
                 idle_since = Some(Instant::now());
             }
-            match conn.poll_accept(cx) {
+            conn_hold.release();
+            conn_hold.hold();
+            let accepted = conn.poll_accept(&mut conn_cx);
+            again |= conn_hold.release();
+            match accepted {
                 Poll::Ready(Some(Ok((req, respond)))) => {
                     idle_since = None;
                     streams.push(serve_stream(ctx, req, respond));
                     continue;
                 }
-                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(error)),
-                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(Some(Err(error))) => break Poll::Ready(Some(error)),
+                Poll::Ready(None) => break Poll::Ready(None),
                 Poll::Pending => {}
             }
             if timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
+                break Poll::Pending;
             }
             let now = Instant::now();
             match idle::next_check(idle_since, now, idle_timeout) {
                 Some(at) => timer.as_mut().reset(at.into()),
                 // Still open a limit after the GOAWAY: give up on the client.
-                None if closing => return Poll::Ready(None),
+                None if closing => break Poll::Ready(None),
                 None => {
                     tracing::trace!("closing an idle client HTTP/2 connection");
                     conn.graceful_shutdown();
@@ -111,7 +141,12 @@ pub(crate) async fn serve(stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_timeou
                     timer.as_mut().reset((now + idle_timeout).into());
                 }
             }
+        };
+        if again && result.is_pending() {
+            // Through the scheduler rather than round this loop: tokio's budget may be spent.
+            cx.waker().wake_by_ref();
         }
+        result
     })
     .await;
     if let Some(error) = end {
