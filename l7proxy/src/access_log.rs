@@ -61,6 +61,28 @@ pub(crate) struct Summary {
     pub(crate) path: String,
 }
 
+impl Summary {
+    /// The fields of a request parsed into `http` types.
+    pub(crate) fn of<B>(req: &http::Request<B>) -> Self {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        Self {
+            method: req.method().to_string(),
+            authority,
+            path: req.uri().path().to_owned(),
+        }
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()

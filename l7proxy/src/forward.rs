@@ -47,10 +47,12 @@ pub(crate) struct ConnCtx {
 }
 
 impl ConnCtx {
-    /// Writes the access log entry of an answered request.
-    pub(crate) fn log(
+    /// Accounts for an answered request: counts it in the route's metrics (against the
+    /// endpoint of the last attempt, unless the proxy answered with `error`) and, with a
+    /// `summary` (the access log is on), writes its access log entry.
+    pub(crate) fn account(
         &self,
-        summary: Summary,
+        summary: Option<Summary>,
         protocol: &'static str,
         status: u16,
         failover: &Failover,
@@ -58,6 +60,11 @@ impl ConnCtx {
         elapsed: Duration,
     ) {
         let upstream = failover.upstream;
+        let answered_by = upstream.filter(|_| error.is_none()).map(|(addr, _)| addr);
+        self.route.count_request(answered_by, status, elapsed);
+        let Some(summary) = summary else {
+            return;
+        };
         self.shared.access_log.log(&AccessLogEntry {
             unix_ms: unix_ms(),
             service: self.route.name.to_string(),
@@ -87,7 +94,7 @@ pub(crate) async fn serve(
     let ctx = &*ctx;
     let start = Instant::now();
     let grpc = is_grpc(req.headers());
-    let summary = ctx.shared.access_log.enabled().then(|| summary(&req));
+    let summary = ctx.shared.access_log.enabled().then(|| Summary::of(&req));
     let version = req.version();
     let policy = ctx.route.policy();
     let mut failover = Failover::default();
@@ -98,24 +105,16 @@ pub(crate) async fn serve(
         Err(error) => (errors::respond(&error, grpc), Some(error)),
     };
     *response.version_mut() = version;
+    let status = response.status().as_u16();
     let elapsed = start.elapsed();
-    let answered_by = match (&error, failover.upstream) {
-        (None, Some((addr, _))) => Some(addr),
-        _ => None,
-    };
-    ctx.route
-        .count_request(answered_by, response.status().as_u16(), elapsed);
-    if let Some(summary) = summary {
-        let status = response.status().as_u16();
-        ctx.log(
-            summary,
-            "HTTP/1.1",
-            status,
-            &failover,
-            error.as_ref(),
-            elapsed,
-        );
-    }
+    ctx.account(
+        summary,
+        "HTTP/1.1",
+        status,
+        &failover,
+        error.as_ref(),
+        elapsed,
+    );
     if let Some(busy) = busy {
         response.body_mut().hold(busy);
     }
@@ -445,26 +444,6 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
-/// The request fields the access log needs.
-pub(crate) fn summary<B>(req: &Request<B>) -> Summary {
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.to_string())
-        .or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
-    Summary {
-        method: req.method().to_string(),
-        authority,
-        path: req.uri().path().to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -61,7 +61,8 @@ pub(crate) struct Sender {
     pub(crate) reused: bool,
 }
 
-/// A handle on an endpoint's HTTP/2 connection, ready to open one stream.
+/// A handle on an endpoint's HTTP/2 connection.
+#[derive(Clone)]
 pub(crate) struct H2Conn {
     pub(crate) sender: h2::client::SendRequest<Bytes>,
     /// Set when the connection ended or must not take new streams.
@@ -73,6 +74,18 @@ impl H2Conn {
     /// dials anew. Streams already open on it go on.
     pub(crate) fn retire(&self) {
         self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// This handle once the connection can open a stream; a connection that cannot is retired.
+    async fn ready(self) -> Result<Self, h2::Error> {
+        let Self { sender, closed } = self;
+        match sender.ready().await {
+            Ok(sender) => Ok(Self { sender, closed }),
+            Err(error) => {
+                closed.store(true, Ordering::Relaxed);
+                Err(error)
+            }
+        }
     }
 }
 
@@ -136,7 +149,7 @@ pub(crate) struct RawConn {
 
 #[derive(Default)]
 struct H2Slot {
-    conn: Mutex<Option<(h2::client::SendRequest<Bytes>, Arc<AtomicBool>)>>,
+    conn: Mutex<Option<H2Conn>>,
     /// Held while dialing, so that one dial serves every request waiting for the connection.
     dialing: tokio::sync::Mutex<Option<(Instant, io::ErrorKind)>>,
 }
@@ -146,10 +159,7 @@ impl H2Slot {
     fn current(&self) -> Option<H2Conn> {
         let mut conn = lock(&self.conn);
         match &*conn {
-            Some((sender, closed)) if !closed.load(Ordering::Relaxed) => Some(H2Conn {
-                sender: sender.clone(),
-                closed: closed.clone(),
-            }),
+            Some(live) if !live.closed.load(Ordering::Relaxed) => Some(live.clone()),
             Some(_) => {
                 *conn = None;
                 None
@@ -316,23 +326,18 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<H2Conn, ConnectError> {
         let slot = lock(&self.h2).entry(addr).or_default().clone();
-        if let Some(H2Conn { sender, closed }) = slot.current() {
-            match sender.ready().await {
-                Ok(sender) => return Ok(H2Conn { sender, closed }),
-                // Gone away or broken: dial another.
+        if let Some(conn) = slot.current() {
+            match conn.ready().await {
+                Ok(conn) => return Ok(conn),
+                // Gone away or broken (and retired): dial another.
                 Err(error) => {
                     tracing::debug!(%addr, %error, "upstream HTTP/2 connection takes no streams");
-                    closed.store(true, Ordering::Relaxed);
                 }
             }
         }
         // Boxed: the common path, a live connection, stays a small future.
         let conn = Box::pin(self.h2_connect(&slot, addr, timeout)).await?;
-        let sender = conn.sender.ready().await?;
-        Ok(H2Conn {
-            sender,
-            closed: conn.closed,
-        })
+        Ok(conn.ready().await?)
     }
 
     /// Dials `slot`'s connection, or waits for the request already dialing it.
@@ -354,7 +359,7 @@ impl Upstream {
         let result = self.h2_dial(addr, timeout).await;
         match &result {
             Ok(conn) => {
-                *lock(&slot.conn) = Some((conn.sender.clone(), conn.closed.clone()));
+                *lock(&slot.conn) = Some(conn.clone());
                 *last_failure = None;
             }
             Err(ConnectError::Io(e)) => *last_failure = Some((Instant::now(), e.kind())),

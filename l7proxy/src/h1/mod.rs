@@ -297,11 +297,7 @@ impl Exchange<'_> {
             Ok((head, _, _)) => (head.status, None),
             Err(error) => (error.http_status().as_u16(), Some(error)),
         };
-        let answered_by = outcome.as_ref().ok().map(|(_, _, addr)| *addr);
-        route.count_request(answered_by, status, elapsed);
-        if let Some(summary) = summary {
-            ctx.log(summary, "HTTP/1.1", status, &failover, error, elapsed);
-        }
+        ctx.account(summary, "HTTP/1.1", status, &failover, error, elapsed);
         match outcome {
             Ok((head, conn, addr)) => io.relay(conn, head, req.close, route, addr, start).await,
             Err(error) => {

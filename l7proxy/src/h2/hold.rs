@@ -49,7 +49,7 @@ impl Hold {
         self.task.register(task);
     }
 
-    /// Holds back wakes from now on.
+    /// Holds back wakes from now on, forgetting any held back so far.
     pub(super) fn hold(&self) {
         self.state.store(HOLD, Ordering::SeqCst);
     }

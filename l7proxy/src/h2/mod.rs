@@ -20,7 +20,6 @@ mod hold;
 mod relay;
 
 use std::future::{Future, poll_fn};
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -33,6 +32,7 @@ use http::{HeaderMap, Method, Request, Response};
 use l7proxy_balance::FailureKind;
 use tokio::net::TcpStream;
 
+use crate::access_log::Summary;
 use crate::config::Policy;
 use crate::detect::{MAX_HEAD, Prefixed};
 use crate::errors::{self, ProxyError};
@@ -111,7 +111,7 @@ pub(crate) async fn serve(stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_timeou
             if finished && streams.is_empty() && !closing {
                 idle_since = Some(Instant::now());
             }
-            conn_hold.release();
+            // Wakes held back so far are for this poll: start afresh.
             conn_hold.hold();
             let accepted = conn.poll_accept(&mut conn_cx);
             again |= conn_hold.release();
@@ -159,11 +159,7 @@ async fn serve_stream(ctx: &ConnCtx, req: Request<RecvStream>, mut respond: Send
     let start = Instant::now();
     let grpc = forward::is_grpc(req.headers());
     let head_only = req.method() == Method::HEAD;
-    let summary = ctx
-        .shared
-        .access_log
-        .enabled()
-        .then(|| forward::summary(&req));
+    let summary = ctx.shared.access_log.enabled().then(|| Summary::of(&req));
     let policy = ctx.route.policy();
     let mut failover = Failover::default();
     let outcome = {
@@ -183,23 +179,16 @@ async fn serve_stream(ctx: &ConnCtx, req: Request<RecvStream>, mut respond: Send
         return;
     };
     let elapsed = start.elapsed();
-    let route = &ctx.route;
     match outcome {
         Ok(answer) => {
             let status = answer.response.status().as_u16();
-            route.count_request(Some(answer.addr), status, elapsed);
-            if let Some(summary) = summary {
-                ctx.log(summary, "HTTP/2", status, &failover, None, elapsed);
-            }
+            ctx.account(summary, "HTTP/2", status, &failover, None, elapsed);
             relay_answer(answer, respond).await;
         }
         Err(error) => {
             let (head, body) = errors::respond_h2(&error, grpc);
             let status = head.status().as_u16();
-            route.count_request(None, status, elapsed);
-            if let Some(summary) = summary {
-                ctx.log(summary, "HTTP/2", status, &failover, Some(&error), elapsed);
-            }
+            ctx.account(summary, "HTTP/2", status, &failover, Some(&error), elapsed);
             let empty = body.is_empty() || head_only;
             match respond.send_response(head, empty) {
                 Ok(mut stream) if !empty => {
@@ -249,7 +238,6 @@ async fn relay_answer(answer: Answer, mut respond: SendResponse<Bytes>) {
 /// The endpoint's answer to a request.
 struct Answer {
     response: Response<RecvStream>,
-    addr: SocketAddr,
     /// The request body, still on its way to the endpoint.
     request_body: Option<Relay>,
 }
@@ -318,7 +306,6 @@ async fn forward(
                 let status = response.status();
                 let answer = Answer {
                     response,
-                    addr,
                     request_body,
                 };
                 if !status.is_server_error() {
@@ -394,11 +381,10 @@ async fn pending_body(
 /// One attempt: opens a stream on `conn`, sends the head and the body (a buffered one at once,
 /// a streamed one as it comes) and waits for the response head.
 async fn exchange(
-    conn: H2Conn,
+    mut conn: H2Conn,
     request: Request<()>,
     pending: &mut Pending,
 ) -> Result<(Response<RecvStream>, Option<Relay>), Failure> {
-    let mut conn = conn;
     let empty = pending.is_empty();
     let (response, mut stream) = conn.sender.send_request(request, empty).map_err(|error| {
         // The connection takes no more streams (it went away, or broke).
