@@ -97,8 +97,7 @@ async fn server_errors_are_retried_for_get_but_not_for_post() {
         (6, 3),
         "every GET was retried"
     );
-    let mut text = String::new();
-    p.encode_metrics(&mut text);
+    let text = metrics_text(&p);
     assert!(
         text.contains(r#"retries_total{service="get.shop.global"} 3"#),
         "{text}"
@@ -168,8 +167,7 @@ async fn a_dead_local_endpoint_fails_over_to_the_next_tier() {
         let (status, _, body) = get1(&mut c, "/").await;
         assert_eq!((status.as_u16(), &body[..]), (200, &b"remote"[..]));
     }
-    let mut text = String::new();
-    p.encode_metrics(&mut text);
+    let text = metrics_text(&p);
     for needle in [
         r#"upstream_connect_failures_total{service="web.shop.global"} "#,
         r#"ejections_total{service="web.shop.global"} "#,

@@ -160,8 +160,7 @@ async fn five_hundreds_are_retried_for_get_but_not_for_post() {
         (6, 3),
         "every GET went to `bad` first and was retried on `good`"
     );
-    let mut text = String::new();
-    p.encode_metrics(&mut text);
+    let text = metrics_text(&p);
     assert!(
         text.contains(r#"retries_total{service="get.shop.global"} 3"#),
         "{text}"
@@ -976,8 +975,7 @@ async fn refused_streams_go_elsewhere_whatever_the_method() {
     assert_eq!((status.as_u16(), &body[..]), (200, &b"good"[..]));
     assert_eq!((refusing.requests(), good.state.requests()), (2, 2));
     // Free retries: the retry budget is not charged for requests that were never processed.
-    let mut text = String::new();
-    p.encode_metrics(&mut text);
+    let text = metrics_text(&p);
     assert!(
         text.contains(r#"retries_total{service="web.shop.global"} 2"#),
         "{text}"

@@ -161,8 +161,7 @@ async fn a_malformed_request_body_is_the_clients_400_not_the_endpoints_fault() {
     let explained = p.explain("web.shop.global").unwrap();
     let endpoint = &explained.ports[0].endpoints[0];
     assert_eq!(endpoint.ejected_for_ms, None, "{endpoint:?}");
-    let mut text = String::new();
-    p.encode_metrics(&mut text);
+    let text = metrics_text(&p);
     assert!(
         text.contains(r#"retries_total{service="web.shop.global"} 0"#),
         "{text}"

@@ -116,8 +116,7 @@ async fn metrics_access_log_and_explain() {
     let mut c = h1(addr("127.14.3.2:8080")).await;
     assert_eq!(get1(&mut c, "/").await.0, 503);
 
-    let mut text = String::new();
-    p.encode_metrics(&mut text);
+    let text = metrics_text(&p);
     for needle in [
         r#"requests_total{service="web.shop.global",cluster="c1",code="200"} 10"#,
         r#"requests_total{service="none.shop.global",cluster="",code="503"} 1"#,

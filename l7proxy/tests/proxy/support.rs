@@ -478,6 +478,13 @@ pub async fn proxy(services: Vec<ServiceRoute>) -> Proxy {
     proxy
 }
 
+/// The proxy's metrics in Prometheus' text format.
+pub fn metrics_text(p: &Proxy) -> String {
+    let mut text = String::new();
+    p.encode_metrics(&mut text);
+    text
+}
+
 pub fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
