@@ -18,6 +18,7 @@
 
 mod hold;
 mod relay;
+mod server;
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -26,8 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use h2::server::SendResponse;
-use h2::{Reason, RecvStream};
+use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, Method, Request, Response};
 use l7proxy_balance::FailureKind;
 use tokio::net::TcpStream;
@@ -43,6 +43,7 @@ use crate::pool::H2Conn;
 
 use self::hold::Hold;
 use self::relay::{Relay, RelayError};
+use self::server::{Driver, RequestBody, Respond};
 
 /// Settings towards clients (hyper's server defaults): windows of 1 MiB, at most 400 KiB
 /// buffered per stream, 200 streams at a time.
@@ -55,22 +56,27 @@ const MAX_CONCURRENT_STREAMS: u32 = 200;
 /// `idle_timeout` bounds the wait for the client's preface and settings, and how long the
 /// connection stays open without a stream: then it is shut down gracefully (GOAWAY), and closed
 /// if the client has not finished another `idle_timeout` later.
-pub(crate) async fn serve(stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_timeout: Duration) {
-    let handshake = h2::server::Builder::new()
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONN_WINDOW)
-        .max_send_buffer_size(MAX_SEND_BUFFER)
-        .max_header_list_size(MAX_HEAD as u32)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .handshake::<_, Bytes>(stream);
-    let mut conn = match tokio::time::timeout(idle_timeout, handshake).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(error)) => {
-            tracing::trace!(%error, "client HTTP/2 handshake failed");
+pub(crate) async fn serve(mut stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_timeout: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut preface = [0u8; server::PREFACE.len()];
+    match tokio::time::timeout(idle_timeout, stream.read_exact(&mut preface)).await {
+        Ok(Ok(_)) if &preface == server::PREFACE => {}
+        _ => {
+            tracing::trace!("no HTTP/2 client preface");
             return;
         }
-        Err(_) => return,
-    };
+    }
+    let (mut conn, shared) = Driver::new(
+        stream,
+        server::Config {
+            stream_window: STREAM_WINDOW,
+            conn_window: CONN_WINDOW,
+            max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+            max_header_list_size: MAX_HEAD as u32,
+            max_send_buffer: MAX_SEND_BUFFER,
+        },
+    );
+    let shared = &shared;
     let ctx = &ctx;
     let mut streams = FuturesUnordered::new();
     // Without a stream since then; one timer checks it, pushed back only when it fires.
@@ -79,7 +85,7 @@ pub(crate) async fn serve(stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_timeou
     let mut closing = false;
     // The streams and the connection wake the task through wakers of its own: see [`hold`].
     let ((conn_hold, conn_waker), (set_hold, set_waker)) = Hold::pair();
-    let end = poll_fn(|cx| {
+    poll_fn(|cx| {
         conn_hold.register(cx.waker());
         let mut conn_cx = Context::from_waker(&conn_waker);
         let mut set_cx = Context::from_waker(&set_waker);
@@ -113,16 +119,15 @@ pub(crate) async fn serve(stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_timeou
             }
             // Wakes held back so far are for this poll: start afresh.
             conn_hold.hold();
-            let accepted = conn.poll_accept(&mut conn_cx);
+            let accepted = conn.poll_accept(&mut conn_cx, shared);
             again |= conn_hold.release();
             match accepted {
-                Poll::Ready(Some(Ok((req, respond)))) => {
+                Poll::Ready(Some(accepted)) => {
                     idle_since = None;
-                    streams.push(serve_stream(ctx, req, respond));
+                    streams.push(serve_stream(ctx, accepted.request, accepted.respond));
                     continue;
                 }
-                Poll::Ready(Some(Err(error))) => break Poll::Ready(Some(error)),
-                Poll::Ready(None) => break Poll::Ready(None),
+                Poll::Ready(None) => break Poll::Ready(()),
                 Poll::Pending => {}
             }
             if timer.as_mut().poll(cx).is_pending() {
@@ -132,10 +137,10 @@ pub(crate) async fn serve(stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_timeou
             match idle::next_check(idle_since, now, idle_timeout) {
                 Some(at) => timer.as_mut().reset(at.into()),
                 // Still open a limit after the GOAWAY: give up on the client.
-                None if closing => break Poll::Ready(None),
+                None if closing => break Poll::Ready(()),
                 None => {
                     tracing::trace!("closing an idle client HTTP/2 connection");
-                    conn.graceful_shutdown();
+                    shared.graceful_shutdown();
                     closing = true;
                     idle_since = Some(now);
                     timer.as_mut().reset((now + idle_timeout).into());
@@ -149,13 +154,14 @@ pub(crate) async fn serve(stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_timeou
         result
     })
     .await;
-    if let Some(error) = end {
-        tracing::trace!(%error, "client HTTP/2 connection ended");
-    }
 }
 
 /// Forwards one stream and relays its answer; every failure becomes the proxy's own response.
-async fn serve_stream(ctx: &ConnCtx, req: Request<RecvStream>, mut respond: SendResponse<Bytes>) {
+async fn serve_stream<'a>(
+    ctx: &'a ConnCtx,
+    req: Request<RequestBody<'a>>,
+    mut respond: Respond<'a>,
+) {
     let start = Instant::now();
     let grpc = forward::is_grpc(req.headers());
     let head_only = req.method() == Method::HEAD;
@@ -203,7 +209,7 @@ async fn serve_stream(ctx: &ConnCtx, req: Request<RecvStream>, mut respond: Send
 
 /// Sends the endpoint's response head to the client, then relays the response body and what
 /// remains of the request body, both ways at once (gRPC bidirectional streams).
-async fn relay_answer(answer: Answer, mut respond: SendResponse<Bytes>) {
+async fn relay_answer(answer: Answer<'_>, mut respond: Respond<'_>) {
     let (parts, body) = answer.response.into_parts();
     let end = body.is_end_stream();
     let send = match respond.send_response(Response::from_parts(parts, ()), end) {
@@ -216,15 +222,17 @@ async fn relay_answer(answer: Answer, mut respond: SendResponse<Bytes>) {
     let mut response_body = (!end).then(|| Relay::new(body, send));
     let mut request_body = answer.request_body;
     poll_fn(|cx| {
-        for relay in [&mut request_body, &mut response_body] {
-            if let Some(r) = relay
-                && let Poll::Ready(result) = r.poll(cx)
-            {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "HTTP/2 body relay stopped");
-                }
-                *relay = None;
-            }
+        if let Some(r) = &mut request_body
+            && let Poll::Ready(result) = r.poll(cx)
+        {
+            relay_ended(result);
+            request_body = None;
+        }
+        if let Some(r) = &mut response_body
+            && let Poll::Ready(result) = r.poll(cx)
+        {
+            relay_ended(result);
+            response_body = None;
         }
         if request_body.is_none() && response_body.is_none() {
             Poll::Ready(())
@@ -235,25 +243,34 @@ async fn relay_answer(answer: Answer, mut respond: SendResponse<Bytes>) {
     .await;
 }
 
-/// The endpoint's answer to a request.
-struct Answer {
-    response: Response<RecvStream>,
-    /// The request body, still on its way to the endpoint.
-    request_body: Option<Relay>,
+fn relay_ended(result: Result<(), RelayError>) {
+    if let Err(error) = result {
+        tracing::debug!(%error, "HTTP/2 body relay stopped");
+    }
 }
 
+/// The endpoint's answer to a request.
+struct Answer<'a> {
+    response: Response<RecvStream>,
+    /// The request body, still on its way to the endpoint.
+    request_body: Option<RequestRelay<'a>>,
+}
+
+/// A client's request body on its way to the endpoint.
+type RequestRelay<'a> = Relay<RequestBody<'a>, SendStream<Bytes>>;
+
 /// The request body as the attempts see it.
-enum Pending {
+enum Pending<'a> {
     /// Buffered (possibly empty): every attempt gets a copy.
     Replay {
         data: Bytes,
         trailers: Option<HeaderMap>,
     },
     /// Streamed: only one attempt can send it (`None` once given to an attempt).
-    Stream(Option<RecvStream>),
+    Stream(Option<RequestBody<'a>>),
 }
 
-impl Pending {
+impl Pending<'_> {
     fn is_empty(&self) -> bool {
         matches!(self, Self::Replay { data, trailers: None } if data.is_empty())
     }
@@ -267,13 +284,13 @@ enum Failure {
     Upstream { error: ProxyError, unsent: bool },
 }
 
-async fn forward(
+async fn forward<'a>(
     ctx: &ConnCtx,
-    req: Request<RecvStream>,
+    req: Request<RequestBody<'a>>,
     policy: &Policy,
     start: Instant,
     failover: &mut Failover,
-) -> Result<Answer, ProxyError> {
+) -> Result<Answer<'a>, ProxyError> {
     let route = &*ctx.route;
     route.deposit(start);
     let deadline = start + policy.request_timeout;
@@ -345,12 +362,12 @@ async fn forward(
 
 /// Reads the request body when it is small and the request idempotent, so that it can be
 /// replayed; otherwise leaves it to be streamed.
-async fn pending_body(
-    mut body: RecvStream,
+async fn pending_body<'a>(
+    mut body: RequestBody<'a>,
     headers: &HeaderMap,
     idempotent: bool,
     deadline: Instant,
-) -> Result<Pending, ProxyError> {
+) -> Result<Pending<'a>, ProxyError> {
     if body.is_end_stream() {
         return Ok(Pending::Replay {
             data: Bytes::new(),
@@ -360,12 +377,12 @@ async fn pending_body(
     if !(idempotent && forward::content_length(headers).is_some_and(|n| n <= MAX_REPLAY_BODY)) {
         return Ok(Pending::Stream(Some(body)));
     }
-    // h2 holds the client to its content-length.
+    // The server holds the client to its content-length.
     let collect = async {
         let mut data = BytesMut::new();
         while let Some(chunk) = body.data().await {
             let chunk = chunk?;
-            let _ = body.flow_control().release_capacity(chunk.len());
+            body.release_capacity(chunk.len());
             data.extend_from_slice(&chunk);
         }
         let trailers = body.trailers().await?;
@@ -380,11 +397,11 @@ async fn pending_body(
 
 /// One attempt: opens a stream on `conn`, sends the head and the body (a buffered one at once,
 /// a streamed one as it comes) and waits for the response head.
-async fn exchange(
+async fn exchange<'a>(
     mut conn: H2Conn,
     request: Request<()>,
-    pending: &mut Pending,
-) -> Result<(Response<RecvStream>, Option<Relay>), Failure> {
+    pending: &mut Pending<'a>,
+) -> Result<(Response<RecvStream>, Option<RequestRelay<'a>>), Failure> {
     let empty = pending.is_empty();
     let (response, mut stream) = conn.sender.send_request(request, empty).map_err(|error| {
         // The connection takes no more streams (it went away, or broke).

@@ -8,11 +8,121 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use h2::{Reason, RecvStream, SendStream};
+use http::HeaderMap;
+
+use super::server::{RequestBody, ResponseBody};
+
+/// Where a relayed body comes from: h2's upstream response stream, or a client's request.
+pub(super) trait Source {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, h2::Error>>>;
+    fn poll_trailers(&mut self, cx: &mut Context<'_>)
+    -> Poll<Result<Option<HeaderMap>, h2::Error>>;
+    fn is_end_stream(&self) -> bool;
+    /// `n` bytes were passed on: the sender may send that much more.
+    fn release(&mut self, n: usize);
+}
+
+/// Where a relayed body goes: h2's upstream request stream, or the client's response.
+pub(super) trait Sink {
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reason, h2::Error>>;
+    /// Ready once the receiver has room for at least one more byte, so that a slow receiver
+    /// holds back the sender.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>>;
+    fn send_data(&mut self, data: Bytes, end: bool) -> Result<(), h2::Error>;
+    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), h2::Error>;
+    fn send_reset(&mut self, reason: Reason);
+}
+
+impl Source for RecvStream {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, h2::Error>>> {
+        RecvStream::poll_data(self, cx)
+    }
+    fn poll_trailers(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<HeaderMap>, h2::Error>> {
+        RecvStream::poll_trailers(self, cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        RecvStream::is_end_stream(self)
+    }
+    fn release(&mut self, n: usize) {
+        let _ = self.flow_control().release_capacity(n);
+    }
+}
+
+impl Source for RequestBody<'_> {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, h2::Error>>> {
+        RequestBody::poll_data(self, cx)
+    }
+    fn poll_trailers(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<HeaderMap>, h2::Error>> {
+        RequestBody::poll_trailers(self, cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        RequestBody::is_end_stream(self)
+    }
+    fn release(&mut self, n: usize) {
+        self.release_capacity(n);
+    }
+}
+
+impl Sink for SendStream<Bytes> {
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reason, h2::Error>> {
+        SendStream::poll_reset(self, cx)
+    }
+    /// h2 assigns capacity only within the receiver's window and the send buffer's limit.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
+        self.reserve_capacity(1);
+        if self.capacity() == 0 {
+            loop {
+                match ready!(self.poll_capacity(cx)) {
+                    Some(Ok(0)) => {}
+                    Some(Ok(_)) => break,
+                    Some(Err(error)) => return Poll::Ready(Err(error)),
+                    None => return Poll::Ready(Err(Reason::CANCEL.into())),
+                }
+            }
+        } else if let Poll::Ready(reset) = SendStream::poll_reset(self, cx) {
+            return Poll::Ready(Err(reset_error(reset)));
+        }
+        Poll::Ready(Ok(()))
+    }
+    fn send_data(&mut self, data: Bytes, end: bool) -> Result<(), h2::Error> {
+        SendStream::send_data(self, data, end)
+    }
+    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), h2::Error> {
+        SendStream::send_trailers(self, trailers)
+    }
+    fn send_reset(&mut self, reason: Reason) {
+        SendStream::send_reset(self, reason);
+    }
+}
+
+impl Sink for ResponseBody<'_> {
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reason, h2::Error>> {
+        ResponseBody::poll_reset(self, cx)
+    }
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
+        ResponseBody::poll_room(self, cx)
+    }
+    fn send_data(&mut self, data: Bytes, end: bool) -> Result<(), h2::Error> {
+        ResponseBody::send_data(self, data, end)
+    }
+    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), h2::Error> {
+        ResponseBody::send_trailers(self, trailers)
+    }
+    fn send_reset(&mut self, reason: Reason) {
+        ResponseBody::send_reset(self, reason);
+    }
+}
 
 /// One direction of a stream's body.
-pub(super) struct Relay {
-    from: RecvStream,
-    to: SendStream<Bytes>,
+pub(super) struct Relay<F, T> {
+    from: F,
+    to: T,
     /// A chunk was passed on: wait for room before taking the next one.
     sent: bool,
     /// The data has all been passed on; the trailers (or the end) are next.
@@ -37,8 +147,8 @@ impl std::fmt::Display for RelayError {
     }
 }
 
-impl Relay {
-    pub(super) fn new(from: RecvStream, to: SendStream<Bytes>) -> Self {
+impl<F: Source, T: Sink> Relay<F, T> {
+    pub(super) fn new(from: F, to: T) -> Self {
         Self {
             from,
             to,
@@ -53,7 +163,7 @@ impl Relay {
             // The first chunk goes without asking for room (most bodies are one chunk), but a
             // receiver that resets its stream is noticed even while the sender is silent.
             if self.sent {
-                ready!(self.poll_room(cx))?;
+                ready!(self.to.poll_room(cx)).map_err(RelayError::Send)?;
             } else if let Poll::Ready(reset) = self.to.poll_reset(cx) {
                 return Poll::Ready(Err(RelayError::Send(reset_error(reset))));
             }
@@ -64,7 +174,7 @@ impl Relay {
                     self.to.send_data(data, end).map_err(RelayError::Send)?;
                     self.sent = true;
                     // Passed on: the sender may send this much more.
-                    let _ = self.from.flow_control().release_capacity(len);
+                    self.from.release(len);
                     if end {
                         return Poll::Ready(Ok(()));
                     }
@@ -79,26 +189,6 @@ impl Relay {
             Err(error) => return Poll::Ready(Err(self.broke(error))),
         }
         .map_err(RelayError::Send)?;
-        Poll::Ready(Ok(()))
-    }
-
-    /// Ready once the receiving side has room for at least one more byte: h2 assigns capacity
-    /// only within the receiver's window and the send buffer's limit, so a slow receiver holds
-    /// back the sender.
-    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), RelayError>> {
-        self.to.reserve_capacity(1);
-        if self.to.capacity() == 0 {
-            loop {
-                match ready!(self.to.poll_capacity(cx)) {
-                    Some(Ok(0)) => {}
-                    Some(Ok(_)) => break,
-                    Some(Err(error)) => return Poll::Ready(Err(RelayError::Send(error))),
-                    None => return Poll::Ready(Err(RelayError::Send(Reason::CANCEL.into()))),
-                }
-            }
-        } else if let Poll::Ready(reset) = self.to.poll_reset(cx) {
-            return Poll::Ready(Err(RelayError::Send(reset_error(reset))));
-        }
         Poll::Ready(Ok(()))
     }
 

@@ -26,6 +26,8 @@ use tokio::task::JoinSet;
 
 use crate::support::*;
 
+mod wire;
+
 const MIB: usize = 1 << 20;
 
 /// A request to `http://web.shop.global{path}`.
