@@ -1,6 +1,6 @@
 //! Upstream connections, pooled per endpoint: HTTP/1.1 keep-alive connections (one request at a
 //! time each, the newest ready idle one reused first) and one multiplexed HTTP/2 connection per
-//! endpoint (the `h2` crate's client, driven by a task of its own).
+//! endpoint ([`crate::h2::conn`], driven by a task of its own).
 
 use std::collections::HashMap;
 use std::io;
@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use foldhash::fast;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -18,6 +17,7 @@ use tokio::io::AsyncRead;
 
 use crate::body::ReqBody;
 use crate::dial::{BoxIo, Dialer};
+use crate::h2::conn::{self, Driver};
 use crate::sync::lock;
 
 /// Idle HTTP/1.1 connections older than this are closed rather than reused.
@@ -39,7 +39,7 @@ const H2_CONN_WINDOW: u32 = 5 * 1024 * 1024;
 const H2_MAX_SEND_BUFFER: usize = 1024 * 1024;
 const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
 /// Streams opened before the endpoint's SETTINGS say how many it takes.
-const H2_INITIAL_MAX_STREAMS: usize = 100;
+const H2_INITIAL_MAX_STREAMS: u32 = 100;
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +64,18 @@ pub(crate) struct Sender {
 /// A handle on an endpoint's HTTP/2 connection.
 #[derive(Clone)]
 pub(crate) struct H2Conn {
-    pub(crate) sender: h2::client::SendRequest<Bytes>,
+    pub(crate) shared: Arc<conn::Shared>,
     /// Set when the connection ended or must not take new streams.
     closed: Arc<AtomicBool>,
+}
+
+impl Drop for H2Conn {
+    fn drop(&mut self) {
+        // The last handle besides the driver's own: the driver ends once no stream is left.
+        if Arc::strong_count(&self.shared) <= 2 {
+            self.shared.kick();
+        }
+    }
 }
 
 impl H2Conn {
@@ -78,11 +87,10 @@ impl H2Conn {
 
     /// This handle once the connection can open a stream; a connection that cannot is retired.
     async fn ready(self) -> Result<Self, h2::Error> {
-        let Self { sender, closed } = self;
-        match sender.ready().await {
-            Ok(sender) => Ok(Self { sender, closed }),
+        match std::future::poll_fn(|cx| self.shared.poll_ready(cx)).await {
+            Ok(()) => Ok(self),
             Err(error) => {
-                closed.store(true, Ordering::Relaxed);
+                self.closed.store(true, Ordering::Relaxed);
                 Err(error)
             }
         }
@@ -370,27 +378,28 @@ impl Upstream {
 
     async fn h2_dial(&self, addr: SocketAddr, timeout: Duration) -> Result<H2Conn, ConnectError> {
         let io = self.dial(addr, timeout).await?;
-        let handshake = h2::client::Builder::new()
-            .initial_max_send_streams(H2_INITIAL_MAX_STREAMS)
-            .initial_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_CONN_WINDOW)
-            .max_send_buffer_size(H2_MAX_SEND_BUFFER)
-            .max_header_list_size(H2_MAX_HEADER_LIST)
-            .enable_push(false)
-            .handshake::<_, Bytes>(io);
-        let (sender, conn) = match tokio::time::timeout(timeout, handshake).await {
-            Ok(handshake) => handshake?,
+        let config = conn::Config {
+            stream_window: H2_STREAM_WINDOW,
+            conn_window: H2_CONN_WINDOW,
+            max_concurrent_streams: H2_INITIAL_MAX_STREAMS,
+            max_header_list_size: H2_MAX_HEADER_LIST,
+            max_send_buffer: H2_MAX_SEND_BUFFER,
+        };
+        let (driver, shared) = match tokio::time::timeout(timeout, Driver::client(io, config)).await
+        {
+            Ok(Ok(started)) => started,
+            Ok(Err(error)) => return Err(ConnectError::Io(error)),
             Err(_) => return Err(ConnectError::Timeout),
         };
         let closed = Arc::new(AtomicBool::new(false));
         let ended = closed.clone();
+        let driven = shared.clone();
         tokio::spawn(async move {
-            if let Err(error) = conn.await {
-                tracing::debug!(%addr, %error, "upstream HTTP/2 connection ended");
-            }
+            driver.run(driven).await;
+            tracing::debug!(%addr, "upstream HTTP/2 connection ended");
             ended.store(true, Ordering::Relaxed);
         });
-        Ok(H2Conn { sender, closed })
+        Ok(H2Conn { shared, closed })
     }
 
     /// Closes pooled connections to endpoints `keep` rejects (removed from the service).

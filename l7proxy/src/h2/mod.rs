@@ -1,24 +1,27 @@
-//! The HTTP/2 path: the `h2` crate on both sides, every stream of a client connection driven by
-//! that connection's own task.
+//! The HTTP/2 path: HTTP/2 connections of the proxy's own on h2's frame codec ([`conn`]) on
+//! both sides, every stream of a client connection driven by that connection's own task.
 //!
 //! hyper's HTTP/2 server spawns a task per stream, and its client reaches the upstream
 //! connection through a channel and more tasks per request: through the pair, a request cost
-//! about 2.5 times HAProxy's user time. Here the client connection's task accepts streams and
-//! polls each one's forwarding next to the connection itself (a [`FuturesUnordered`]); the
-//! upstream stream is opened straight on the endpoint's pooled connection handle (the upstream
-//! connection has one task, shared by every client connection), and bodies and trailers are
-//! relayed frame by frame with flow control on both sides ([`relay`]). Balancing, retries,
-//! timeouts, metrics, the access log and error responses are those of the HTTP/1.1 paths.
+//! about 2.5 times HAProxy's user time; the `h2` crate's own server and client, driven
+//! directly, still 1.8 times. Here the client connection's task accepts streams and polls each
+//! one's forwarding next to the connection itself (a [`FuturesUnordered`]); the upstream
+//! stream is opened straight on the endpoint's pooled connection (which has one task, shared
+//! by every client connection), and bodies and trailers are relayed frame by frame with flow
+//! control on both sides ([`relay`]). Balancing, retries, timeouts, metrics, the access log
+//! and error responses are those of the HTTP/1.1 paths.
 //!
 //! Retries: a request is sent again after a connect failure, or after the endpoint refused the
-//! stream (`REFUSED_STREAM`: not processed) or its connection could not open one, wherever the
-//! request body stands; after a 5xx, a reset or a per-try timeout only when it is replayable
-//! (idempotent, and its body, if any, at most [`MAX_REPLAY_BODY`] bytes by `content-length`,
-//! buffered before the first attempt), within the retry budget.
+//! stream (`REFUSED_STREAM`, or above the last stream of its GOAWAY: not processed) or its
+//! connection could not open one, wherever the request body stands; after a 5xx, a reset or a
+//! per-try timeout only when it is replayable (idempotent, and its body, if any, at most
+//! [`MAX_REPLAY_BODY`] bytes by `content-length`, buffered before the first attempt), within
+//! the retry budget.
 
 mod hold;
 mod relay;
-mod server;
+
+pub(crate) mod conn;
 
 use std::future::{Future, poll_fn};
 use std::pin::pin;
@@ -27,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use h2::{Reason, RecvStream, SendStream};
+use std::sync::Arc;
+
+use h2::Reason;
 use http::{HeaderMap, Method, Request, Response};
 use l7proxy_balance::FailureKind;
 use tokio::net::TcpStream;
@@ -41,9 +46,9 @@ use crate::forward::{self, ConnCtx, MAX_REPLAY_BODY, after_try_timeout, may_retr
 use crate::idle;
 use crate::pool::H2Conn;
 
+use self::conn::{Driver, RecvBody, Respond, SendBody, Shared};
 use self::hold::Hold;
 use self::relay::{Relay, RelayError};
-use self::server::{Driver, RequestBody, Respond};
 
 /// Settings towards clients (hyper's server defaults): windows of 1 MiB, at most 400 KiB
 /// buffered per stream, 200 streams at a time.
@@ -58,17 +63,17 @@ const MAX_CONCURRENT_STREAMS: u32 = 200;
 /// if the client has not finished another `idle_timeout` later.
 pub(crate) async fn serve(mut stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_timeout: Duration) {
     use tokio::io::AsyncReadExt;
-    let mut preface = [0u8; server::PREFACE.len()];
+    let mut preface = [0u8; conn::PREFACE.len()];
     match tokio::time::timeout(idle_timeout, stream.read_exact(&mut preface)).await {
-        Ok(Ok(_)) if &preface == server::PREFACE => {}
+        Ok(Ok(_)) if &preface == conn::PREFACE => {}
         _ => {
             tracing::trace!("no HTTP/2 client preface");
             return;
         }
     }
-    let (mut conn, shared) = Driver::new(
+    let (mut conn, shared) = Driver::server(
         stream,
-        server::Config {
+        conn::Config {
             stream_window: STREAM_WINDOW,
             conn_window: CONN_WINDOW,
             max_concurrent_streams: MAX_CONCURRENT_STREAMS,
@@ -159,7 +164,7 @@ pub(crate) async fn serve(mut stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_ti
 /// Forwards one stream and relays its answer; every failure becomes the proxy's own response.
 async fn serve_stream<'a>(
     ctx: &'a ConnCtx,
-    req: Request<RequestBody<'a>>,
+    req: Request<RecvBody<&'a Shared>>,
     mut respond: Respond<'a>,
 ) {
     let start = Instant::now();
@@ -251,13 +256,13 @@ fn relay_ended(result: Result<(), RelayError>) {
 
 /// The endpoint's answer to a request.
 struct Answer<'a> {
-    response: Response<RecvStream>,
+    response: Response<RecvBody<Arc<Shared>>>,
     /// The request body, still on its way to the endpoint.
     request_body: Option<RequestRelay<'a>>,
 }
 
 /// A client's request body on its way to the endpoint.
-type RequestRelay<'a> = Relay<RequestBody<'a>, SendStream<Bytes>>;
+type RequestRelay<'a> = Relay<RecvBody<&'a Shared>, SendBody<Arc<Shared>>>;
 
 /// The request body as the attempts see it.
 enum Pending<'a> {
@@ -267,7 +272,7 @@ enum Pending<'a> {
         trailers: Option<HeaderMap>,
     },
     /// Streamed: only one attempt can send it (`None` once given to an attempt).
-    Stream(Option<RequestBody<'a>>),
+    Stream(Option<RecvBody<&'a Shared>>),
 }
 
 impl Pending<'_> {
@@ -286,7 +291,7 @@ enum Failure {
 
 async fn forward<'a>(
     ctx: &ConnCtx,
-    req: Request<RequestBody<'a>>,
+    req: Request<RecvBody<&'a Shared>>,
     policy: &Policy,
     start: Instant,
     failover: &mut Failover,
@@ -363,7 +368,7 @@ async fn forward<'a>(
 /// Reads the request body when it is small and the request idempotent, so that it can be
 /// replayed; otherwise leaves it to be streamed.
 async fn pending_body<'a>(
-    mut body: RequestBody<'a>,
+    mut body: RecvBody<&'a Shared>,
     headers: &HeaderMap,
     idempotent: bool,
     deadline: Instant,
@@ -398,19 +403,20 @@ async fn pending_body<'a>(
 /// One attempt: opens a stream on `conn`, sends the head and the body (a buffered one at once,
 /// a streamed one as it comes) and waits for the response head.
 async fn exchange<'a>(
-    mut conn: H2Conn,
+    conn: H2Conn,
     request: Request<()>,
     pending: &mut Pending<'a>,
-) -> Result<(Response<RecvStream>, Option<RequestRelay<'a>>), Failure> {
+) -> Result<(Response<RecvBody<Arc<Shared>>>, Option<RequestRelay<'a>>), Failure> {
     let empty = pending.is_empty();
-    let (response, mut stream) = conn.sender.send_request(request, empty).map_err(|error| {
-        // The connection takes no more streams (it went away, or broke).
-        conn.retire();
-        Failure::Upstream {
-            error: upstream_error(&error),
-            unsent: true,
-        }
-    })?;
+    let (response, mut stream) =
+        conn::send_request(&conn.shared, request, empty).map_err(|error| {
+            // The connection takes no more streams (it went away, or broke).
+            conn.retire();
+            Failure::Upstream {
+                error: upstream_error(&error),
+                unsent: true,
+            }
+        })?;
     let mut request_body = None;
     match pending {
         Pending::Replay { .. } if empty => {}

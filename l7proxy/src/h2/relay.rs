@@ -4,15 +4,16 @@
 //! trailers or the end of the stream. A reset on either side ends the relay; one on the sending
 //! side is passed on to the receiving side.
 
+use std::ops::Deref;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use h2::{Reason, RecvStream, SendStream};
+use h2::Reason;
 use http::HeaderMap;
 
-use super::server::{RequestBody, ResponseBody};
+use super::conn::{RecvBody, SendBody, Shared};
 
-/// Where a relayed body comes from: h2's upstream response stream, or a client's request.
+/// Where a relayed body comes from: a client's request, or an endpoint's response.
 pub(super) trait Source {
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, h2::Error>>>;
     fn poll_trailers(&mut self, cx: &mut Context<'_>)
@@ -22,7 +23,7 @@ pub(super) trait Source {
     fn release(&mut self, n: usize);
 }
 
-/// Where a relayed body goes: h2's upstream request stream, or the client's response.
+/// Where a relayed body goes: the request to the endpoint, or the response to the client.
 pub(super) trait Sink {
     fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reason, h2::Error>>;
     /// Ready once the receiver has room for at least one more byte, so that a slow receiver
@@ -33,89 +34,39 @@ pub(super) trait Sink {
     fn send_reset(&mut self, reason: Reason);
 }
 
-impl Source for RecvStream {
+impl<S: Deref<Target = Shared>> Source for RecvBody<S> {
     fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, h2::Error>>> {
-        RecvStream::poll_data(self, cx)
+        RecvBody::poll_data(self, cx)
     }
     fn poll_trailers(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<HeaderMap>, h2::Error>> {
-        RecvStream::poll_trailers(self, cx)
+        RecvBody::poll_trailers(self, cx)
     }
     fn is_end_stream(&self) -> bool {
-        RecvStream::is_end_stream(self)
-    }
-    fn release(&mut self, n: usize) {
-        let _ = self.flow_control().release_capacity(n);
-    }
-}
-
-impl Source for RequestBody<'_> {
-    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, h2::Error>>> {
-        RequestBody::poll_data(self, cx)
-    }
-    fn poll_trailers(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<HeaderMap>, h2::Error>> {
-        RequestBody::poll_trailers(self, cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        RequestBody::is_end_stream(self)
+        RecvBody::is_end_stream(self)
     }
     fn release(&mut self, n: usize) {
         self.release_capacity(n);
     }
 }
 
-impl Sink for SendStream<Bytes> {
+impl<S: Deref<Target = Shared>> Sink for SendBody<S> {
     fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reason, h2::Error>> {
-        SendStream::poll_reset(self, cx)
-    }
-    /// h2 assigns capacity only within the receiver's window and the send buffer's limit.
-    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
-        self.reserve_capacity(1);
-        if self.capacity() == 0 {
-            loop {
-                match ready!(self.poll_capacity(cx)) {
-                    Some(Ok(0)) => {}
-                    Some(Ok(_)) => break,
-                    Some(Err(error)) => return Poll::Ready(Err(error)),
-                    None => return Poll::Ready(Err(Reason::CANCEL.into())),
-                }
-            }
-        } else if let Poll::Ready(reset) = SendStream::poll_reset(self, cx) {
-            return Poll::Ready(Err(reset_error(reset)));
-        }
-        Poll::Ready(Ok(()))
-    }
-    fn send_data(&mut self, data: Bytes, end: bool) -> Result<(), h2::Error> {
-        SendStream::send_data(self, data, end)
-    }
-    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), h2::Error> {
-        SendStream::send_trailers(self, trailers)
-    }
-    fn send_reset(&mut self, reason: Reason) {
-        SendStream::send_reset(self, reason);
-    }
-}
-
-impl Sink for ResponseBody<'_> {
-    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reason, h2::Error>> {
-        ResponseBody::poll_reset(self, cx)
+        SendBody::poll_reset(self, cx)
     }
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
-        ResponseBody::poll_room(self, cx)
+        SendBody::poll_room(self, cx)
     }
     fn send_data(&mut self, data: Bytes, end: bool) -> Result<(), h2::Error> {
-        ResponseBody::send_data(self, data, end)
+        SendBody::send_data(self, data, end)
     }
     fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), h2::Error> {
-        ResponseBody::send_trailers(self, trailers)
+        SendBody::send_trailers(self, trailers)
     }
     fn send_reset(&mut self, reason: Reason) {
-        ResponseBody::send_reset(self, reason);
+        SendBody::send_reset(self, reason);
     }
 }
 

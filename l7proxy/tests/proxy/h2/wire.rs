@@ -401,3 +401,164 @@ async fn oversize_request_headers_get_431_and_never_reach_the_endpoint() {
     wire.get(3, "web.shop.global", "/").await;
     assert_eq!(wire.body(3).await, b"b");
 }
+
+/// An endpoint that speaks raw frames: it answers SETTINGS and PING, and writes what
+/// `answer` returns for each request head (HEADERS) it gets. Counts the heads.
+async fn raw_endpoint(answer: fn(u32) -> Vec<u8>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let (addr, heads, _) = raw_endpoint_closes(answer).await;
+    (addr, heads)
+}
+
+/// [`raw_endpoint`], also counting the connections the proxy closed.
+async fn raw_endpoint_closes(
+    answer: fn(u32) -> Vec<u8>,
+) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(AtomicUsize::new(0));
+    let closes = Arc::new(AtomicUsize::new(0));
+    let (seen, closed) = (heads.clone(), closes.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (seen, closed) = (seen.clone(), closed.clone());
+            tokio::spawn(async move {
+                let served = async {
+                    let mut preface = [0u8; 24];
+                    stream.read_exact(&mut preface).await?;
+                    stream.write_all(&frame(SETTINGS, 0, 0, &[])).await?;
+                    let mut head = [0u8; 9];
+                    loop {
+                        stream.read_exact(&mut head).await?;
+                        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                        let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+                        let mut payload = vec![0; len];
+                        stream.read_exact(&mut payload).await?;
+                        let reply = match head[3] {
+                            SETTINGS if head[4] & ACK == 0 => frame(SETTINGS, ACK, 0, &[]),
+                            PING if head[4] & ACK == 0 => frame(PING, ACK, 0, &payload),
+                            HEADERS => {
+                                seen.fetch_add(1, Ordering::SeqCst);
+                                answer(id)
+                            }
+                            _ => continue,
+                        };
+                        stream.write_all(&reply).await?;
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<_, std::io::Error>(())
+                };
+                let _ = served.await;
+                closed.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, heads, closes)
+}
+
+/// A 200 answer with the body `ok`.
+fn ok_answer(id: u32) -> Vec<u8> {
+    let mut out = frame(HEADERS, END_HEADERS, id, &hpack(&[(":status", "200")]));
+    out.extend(frame(DATA, END_STREAM, id, b"ok"));
+    out
+}
+
+#[tokio::test]
+async fn the_connection_to_an_endpoint_removed_from_its_service_is_closed() {
+    let (gone, heads, closes) = raw_endpoint_closes(ok_answer).await;
+    let (stays, _) = raw_endpoint(ok_answer).await;
+    let svc = |endpoints: &[SocketAddr]| {
+        let endpoints: Vec<_> = endpoints.iter().map(|&a| (a, local())).collect();
+        service(
+            "web.shop.global",
+            "127.16.20.8",
+            8080,
+            Protocol::Http2,
+            &endpoints,
+        )
+    };
+    let p = proxy(vec![svc(&[gone])]).await;
+    let c = h2(addr("127.16.20.8:8080")).await;
+    let (status, _, body) = send2(&c, get("/")).await;
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
+    assert_eq!(heads.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        closes.load(Ordering::SeqCst),
+        0,
+        "pooled while in the service"
+    );
+    let config = l7proxy::ProxyConfig {
+        services: vec![svc(&[stays])],
+    };
+    assert!(p.update(config).await.is_empty());
+    let (status, _, _) = send2(&c, get("/")).await;
+    assert_eq!(status, 200);
+    for _ in 0..100 {
+        if closes.load(Ordering::SeqCst) == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the removed endpoint's connection is still open after 2 s");
+}
+
+#[tokio::test]
+async fn interim_heads_and_padded_data_from_an_endpoint_are_relayed_as_one_answer() {
+    // 103 Early Hints first (RFC 8297: interim, the final head follows), then the answer
+    // with padded data: the client gets the 200 and the data without the padding.
+    let (endpoint, heads) = raw_endpoint(|id| {
+        let mut out = frame(HEADERS, END_HEADERS, id, &hpack(&[(":status", "103")]));
+        out.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            id,
+            &hpack(&[(":status", "200")]),
+        ));
+        let mut padded = vec![3];
+        padded.extend(b"hello");
+        padded.extend([0; 3]);
+        out.extend(frame(DATA, END_STREAM | PADDED, id, &padded));
+        out
+    })
+    .await;
+    let _p = web_proxy("127.16.20.6", endpoint).await;
+    let c = h2(addr("127.16.20.6:8080")).await;
+    for _ in 0..3 {
+        let (status, _, body) = send2(&c, get("/")).await;
+        assert_eq!((status.as_u16(), &body[..]), (200, &b"hello"[..]));
+    }
+    assert_eq!(heads.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn streams_an_endpoint_goes_away_without_taking_are_sent_elsewhere_even_posts() {
+    // RFC 9113 §6.8: streams above the GOAWAY's last stream were not processed. The nearest
+    // endpoint takes none (last stream 0): every POST goes to the other one, unanswered by
+    // the first, and without charging the retry budget.
+    let (leaving, heads) = raw_endpoint(|_| {
+        let mut payload = 0u32.to_be_bytes().to_vec();
+        payload.extend(0u32.to_be_bytes()); // NO_ERROR
+        frame(GOAWAY, 0, 0, &payload)
+    })
+    .await;
+    let good = backend("good").await;
+    let p = proxy(vec![service(
+        "web.shop.global",
+        "127.16.20.7",
+        8080,
+        Protocol::Http2,
+        &[(leaving, local()), (good.addr, remote())],
+    )])
+    .await;
+    let c = h2(addr("127.16.20.7:8080")).await;
+    for n in 1..=3 {
+        let (status, _, body) = send2(&c, req("POST", "/", empty())).await;
+        assert_eq!((status.as_u16(), &body[..]), (200, &b"good"[..]));
+        assert_eq!(good.state.requests(), n);
+    }
+    assert!(heads.load(Ordering::SeqCst) >= 1);
+    let text = metrics_text(&p);
+    assert!(
+        text.contains(r#"retries_total{service="web.shop.global"} 3"#),
+        "{text}"
+    );
+}

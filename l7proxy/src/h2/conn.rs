@@ -1,23 +1,31 @@
-//! The client-facing side of the HTTP/2 path: a lean server connection on h2's frame codec.
+//! HTTP/2 connections on h2's frame codec, both sides of the proxy: clients' connections
+//! ([`Driver::server`]) and the pooled connections to endpoints ([`Driver::client`]).
 //!
-//! h2's `server::Connection` keeps every stream in a shared store behind a lock, moves each
-//! frame through per-stream queues and a prioritizer, and checks and re-checks headers on the
-//! way: for a small request that was two thirds of the proxy's user time, more than HAProxy's
-//! whole request. Here the frame layer stays h2's own (`h2::Codec`, enabled by h2's `unstable`
-//! feature: framing, HPACK, CONTINUATION, padding, frame and header-list size limits, all of it
-//! fuzzed upstream) and the connection above it is this module: settings, pings, flow control
-//! both ways, stream states and limits, resets and GOAWAY (RFC 9113 §5, §6). It serves a proxy:
-//! no server push, no priorities (ignored, as RFC 9113 §5.3.2 allows), no extended CONNECT.
+//! h2's `server::Connection` and `client::Connection` keep every stream in a shared store
+//! behind a lock, move each frame through per-stream queues and a prioritizer, and check and
+//! re-check headers on the way: for a small request that was two thirds of the proxy's user
+//! time, more than HAProxy's whole request. Here the frame layer stays h2's own (`h2::Codec`,
+//! enabled by h2's `unstable` feature: framing, HPACK, CONTINUATION, padding, frame and
+//! header-list size limits, all of it fuzzed upstream) and the connection above it is this
+//! module: settings, pings, flow control both ways, stream states and limits, resets and
+//! GOAWAY (RFC 9113 §5, §6). It serves a proxy: no server push, no priorities (ignored, as
+//! RFC 9113 §5.3.2 allows), no extended CONNECT.
 //!
-//! Everything runs on the client connection's task: [`Driver`] reads and writes the socket and
-//! the stream handles ([`RequestBody`], [`Respond`], [`ResponseBody`]) share its state through
-//! one uncontended lock ([`Shared`]). Frames a handle queues go out with the driver's next
-//! flush, in the same task poll.
+//! A stream is the same on both sides: what it receives (a request body on the server side,
+//! a response on the client side) and what it sends. The [`Driver`] reads and writes the
+//! socket; the stream handles ([`RecvBody`], [`SendBody`], [`Respond`], [`ResponseFuture`])
+//! share its state through one lock ([`Shared`]). A server connection is driven by the client
+//! connection's own task, so the lock is never contended and frames a handle queues go out
+//! with the driver's next flush, in the same task poll. A client connection has a task of its
+//! own, shared by every client connection that sends requests on it: handles that queue
+//! frames wake it.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io;
+use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -27,21 +35,22 @@ use h2::Reason;
 use h2::frame::{
     self, Frame, GoAway, Headers, Ping, Pseudo, Reset, Settings, StreamId, WindowUpdate,
 };
-use h2::proto::Error as ProtoError;
+use h2::proto::{Error as ProtoError, Initiator};
 use http::{HeaderMap, Method, Request, Response, Uri, Version, uri};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-/// What the server advertises and enforces.
+/// What a connection advertises and enforces.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Config {
     /// The receive window of each stream, and of the connection.
     pub(crate) stream_window: u32,
     pub(crate) conn_window: u32,
-    /// Streams the client may have open at once; more are refused (`REFUSED_STREAM`).
+    /// Server: streams the client may have open at once; more are refused (`REFUSED_STREAM`).
+    /// Client: streams opened at once until the server's SETTINGS say how many it takes.
     pub(crate) max_concurrent_streams: u32,
     /// Largest decoded header list; larger requests get a 431.
     pub(crate) max_header_list_size: u32,
-    /// Response data queued per stream before its sender is held back.
+    /// Data queued per stream before its sender is held back.
     pub(crate) max_send_buffer: usize,
 }
 
@@ -67,6 +76,15 @@ pub(crate) struct Shared {
 
 struct State {
     config: Config,
+    /// This side opens the streams (a connection to an endpoint).
+    client: bool,
+    /// Client: the driver's task, woken when a handle queued something to send.
+    driver: Option<Waker>,
+    /// Client: the next stream to open, how many the server takes at once, and who waits for
+    /// one of those to end.
+    next_id: u32,
+    max_open: usize,
+    ready_waiters: Vec<Waker>,
     streams: foldhash::HashMap<u32, StreamState>,
     /// Frames that are not a stream's response: settings acks, pongs, window updates, resets
     /// of streams without a queue, GOAWAY.
@@ -82,7 +100,7 @@ struct State {
     /// WINDOW_UPDATE.
     recv_window: i64,
     recv_unreleased: u32,
-    /// The highest stream the client opened.
+    /// Server: the highest stream the client opened.
     last_id: u32,
     /// No new streams: a GOAWAY went out or came in.
     going_away: bool,
@@ -95,7 +113,10 @@ struct State {
 
 #[derive(Default)]
 struct StreamState {
-    // The request.
+    /// Client: the response head, until [`ResponseFuture`] takes it.
+    head: Option<Response<()>>,
+    head_received: bool,
+    // What the stream receives: the request body (server), the response body (client).
     recv: VecDeque<Bytes>,
     recv_trailers: Option<HeaderMap>,
     recv_end: bool,
@@ -107,7 +128,7 @@ struct StreamState {
     content_length: Option<u64>,
     received: u64,
     recv_waker: Option<Waker>,
-    // The response.
+    // What it sends: the response (server), the request (client).
     queue: VecDeque<Out>,
     queued_data: usize,
     send_window: i64,
@@ -116,7 +137,9 @@ struct StreamState {
     send_waker: Option<Waker>,
     /// Reset by either side: the stream is over.
     reset: Option<Reason>,
-    /// Live handles ([`RequestBody`], [`Respond`], [`ResponseBody`]).
+    /// Who reset it.
+    reset_by: Option<Initiator>,
+    /// Live handles.
     handles: u8,
     in_sendable: bool,
 }
@@ -136,6 +159,27 @@ impl State {
         }
     }
 
+    /// Why stream `id` is over, as its handles report it: the connection's failure, or the
+    /// reset (with who sent it: a `REFUSED_STREAM` from the peer means "not processed").
+    fn stream_error(&self, id: u32) -> h2::Error {
+        let Some(stream) = self.streams.get(&id) else {
+            return self.error();
+        };
+        match (stream.reset, stream.reset_by) {
+            (Some(reason), Some(by)) if by == Initiator::Remote || self.broken.is_none() => {
+                ProtoError::Reset(StreamId::from(id), reason, by).into()
+            }
+            _ => self.error(),
+        }
+    }
+
+    /// Client: the driver has something to write.
+    fn kick(&mut self) {
+        if let Some(waker) = self.driver.take() {
+            waker.wake();
+        }
+    }
+
     fn schedule(&mut self, id: u32) {
         if let Some(stream) = self.streams.get_mut(&id)
             && !stream.in_sendable
@@ -143,26 +187,57 @@ impl State {
             stream.in_sendable = true;
             self.sendable.push_back(id);
         }
+        self.kick();
+    }
+
+    /// A frame for the peer that is no stream's to send.
+    fn send_control(&mut self, frame: Frame<Bytes>) {
+        self.control.push_back(frame);
+        self.kick();
+    }
+
+    /// Stream `id` was never opened (a frame on it is a connection error, §5.1).
+    fn is_idle(&self, id: u32) -> bool {
+        if self.client {
+            id.is_multiple_of(2) || id >= self.next_id
+        } else {
+            id > self.last_id
+        }
     }
 
     /// Resets a stream from this side: what it had queued is dropped, the RST_STREAM goes out
     /// next, and the handles see the reset.
     fn reset_stream(&mut self, id: u32, reason: Reason) {
-        let Some(stream) = self.streams.get_mut(&id) else {
-            self.control
-                .push_back(Reset::new(StreamId::from(id), reason).into());
-            return;
-        };
-        if stream.reset.is_some() {
-            return;
+        if !self.streams.contains_key(&id) {
+            self.send_control(Reset::new(StreamId::from(id), reason).into());
+        } else if self.end_stream(id, reason, Initiator::Library) {
+            self.send_control(Reset::new(StreamId::from(id), reason).into());
+            self.wake(id);
+            self.maybe_remove(id);
         }
-        stream.reset = Some(reason);
-        stream.queue.clear();
-        stream.queued_data = 0;
-        self.control
-            .push_back(Reset::new(StreamId::from(id), reason).into());
-        self.wake(id);
-        self.maybe_remove(id);
+    }
+
+    /// The peer is done with stream `id` (its RST_STREAM, or above its GOAWAY's last stream).
+    fn remote_reset(&mut self, id: u32, reason: Reason) {
+        if self.end_stream(id, reason, Initiator::Remote) {
+            self.wake(id);
+            self.maybe_remove(id);
+        }
+    }
+
+    /// Marks stream `id` reset and drops what it had queued; false if it was reset already
+    /// (or is gone).
+    fn end_stream(&mut self, id: u32, reason: Reason, by: Initiator) -> bool {
+        match self.streams.get_mut(&id) {
+            Some(stream) if stream.reset.is_none() => {
+                stream.reset = Some(reason);
+                stream.reset_by = Some(by);
+                stream.queue.clear();
+                stream.queued_data = 0;
+                true
+            }
+            _ => false,
+        }
     }
 
     fn wake(&mut self, id: u32) {
@@ -195,6 +270,13 @@ impl State {
         }
         self.streams.remove(&id);
         self.release_conn(buffered);
+        for waker in self.ready_waiters.drain(..) {
+            waker.wake();
+        }
+        // Client: the driver ends once a connection going away has no stream left.
+        if self.streams.is_empty() {
+            self.kick();
+        }
     }
 
     /// Data consumed: the client may send that much more on the connection.
@@ -203,8 +285,7 @@ impl State {
         if self.recv_unreleased >= self.config.conn_window / 2 {
             let n = std::mem::take(&mut self.recv_unreleased);
             self.recv_window += i64::from(n);
-            self.control
-                .push_back(WindowUpdate::new(StreamId::zero(), n).into());
+            self.send_control(WindowUpdate::new(StreamId::zero(), n).into());
         }
     }
 
@@ -221,14 +302,14 @@ impl State {
         {
             let n = std::mem::take(&mut stream.recv_unreleased);
             stream.recv_window += i64::from(n);
-            self.control
-                .push_back(WindowUpdate::new(StreamId::from(id), n).into());
+            self.send_control(WindowUpdate::new(StreamId::from(id), n).into());
         }
         self.release_conn(n);
     }
 
-    /// A handle went away; the last one ends the stream: reset (`CANCEL`) if the response was
-    /// not finished, or (`NO_ERROR`, RFC 9113 §8.1) if the request is still coming.
+    /// A handle went away; the last one ends the stream: reset (`CANCEL`) if what it sends was
+    /// not finished; if what it receives is still coming, `CANCEL` on a client (the response
+    /// is not wanted) and `NO_ERROR` on a server (RFC 9113 §8.1: answered already).
     fn drop_handle(&mut self, id: u32) {
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
@@ -243,8 +324,14 @@ impl State {
                 return;
             }
             if !stream.recv_end {
-                stream.queue.push_back(Out::Reset(Reason::NO_ERROR));
-                stream.reset = Some(Reason::NO_ERROR);
+                let reason = if self.client {
+                    Reason::CANCEL
+                } else {
+                    Reason::NO_ERROR
+                };
+                stream.queue.push_back(Out::Reset(reason));
+                stream.reset = Some(reason);
+                stream.reset_by = Some(Initiator::Library);
                 self.schedule(id);
                 return;
             }
@@ -266,9 +353,125 @@ impl Shared {
         if !state.going_away {
             state.going_away = true;
             let last = StreamId::from(state.last_id);
-            state
-                .control
-                .push_back(GoAway::new(last, Reason::NO_ERROR).into());
+            state.send_control(GoAway::new(last, Reason::NO_ERROR).into());
+        }
+    }
+
+    /// Client: lets the driver look again (its last outside handle is going away).
+    pub(crate) fn kick(&self) {
+        self.lock().kick();
+    }
+
+    /// Client: ready once a stream may be opened (fewer open than the server takes); an error
+    /// once the connection takes no new streams.
+    pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
+        let mut state = self.lock();
+        if state.broken.is_some() || state.going_away || state.next_id > MAX_STREAM_ID {
+            return Poll::Ready(Err(match &state.broken {
+                Some(error) => error.clone().into(),
+                None => {
+                    ProtoError::GoAway(Bytes::new(), Reason::NO_ERROR, Initiator::Remote).into()
+                }
+            }));
+        }
+        if state.streams.len() < state.max_open {
+            return Poll::Ready(Ok(()));
+        }
+        state.ready_waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// Stream identifiers are 31 bits (§5.1.1).
+const MAX_STREAM_ID: u32 = (1 << 31) - 1;
+
+/// Client: opens a stream with `request`'s head (and `end`: no body). The stream is the
+/// caller's to close: with the body ([`SendBody`]), and by reading or dropping the response.
+pub(crate) fn send_request(
+    shared: &Arc<Shared>,
+    request: Request<()>,
+    end: bool,
+) -> Result<(ResponseFuture, SendBody<Arc<Shared>>), h2::Error> {
+    let mut state = shared.lock();
+    if let Some(error) = &state.broken {
+        return Err(error.clone().into());
+    }
+    if state.going_away || state.next_id > MAX_STREAM_ID {
+        return Err(ProtoError::GoAway(Bytes::new(), Reason::NO_ERROR, Initiator::Remote).into());
+    }
+    let id = state.next_id;
+    state.next_id += 2;
+    let (parts, ()) = request.into_parts();
+    let mut pseudo = Pseudo::request(parts.method, parts.uri, None);
+    if pseudo.scheme.is_none() {
+        pseudo.set_scheme(uri::Scheme::HTTP);
+    }
+    let mut headers = Headers::new(StreamId::from(id), pseudo, parts.headers);
+    if end {
+        headers.set_end_stream();
+    }
+    let stream = StreamState {
+        recv_window: i64::from(state.config.stream_window),
+        send_window: state.peer_initial_window,
+        send_end: end,
+        // The response future (then the response body) and the request body.
+        handles: 2,
+        queue: VecDeque::from([Out::Headers(Box::new(headers))]),
+        ..StreamState::default()
+    };
+    state.streams.insert(id, stream);
+    state.schedule(id);
+    drop(state);
+    Ok((
+        ResponseFuture {
+            id,
+            shared: Some(shared.clone()),
+        },
+        SendBody {
+            id,
+            shared: shared.clone(),
+        },
+    ))
+}
+
+/// Client: the response head of a stream.
+pub(crate) struct ResponseFuture {
+    id: u32,
+    /// `None` once the head was handed out (with this handle, as the body's).
+    shared: Option<Arc<Shared>>,
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<RecvBody<Arc<Shared>>>, h2::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let id = self.id;
+        let Some(shared) = &self.shared else {
+            return Poll::Ready(Err(Reason::CANCEL.into()));
+        };
+        let mut guard = shared.lock();
+        let state = &mut *guard;
+        let Some(stream) = state.streams.get_mut(&id) else {
+            return Poll::Ready(Err(state.error()));
+        };
+        if let Some(head) = stream.head.take() {
+            drop(guard);
+            let shared = self.shared.take().expect("checked");
+            let (parts, ()) = head.into_parts();
+            return Poll::Ready(Ok(Response::from_parts(parts, RecvBody { id, shared })));
+        }
+        if stream.reset.is_some() {
+            return Poll::Ready(Err(state.stream_error(id)));
+        }
+        stream.recv_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for ResponseFuture {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.lock().drop_handle(self.id);
         }
     }
 }
@@ -286,7 +489,7 @@ pub(crate) struct Driver<T> {
 
 /// A new request and the handle to answer it.
 pub(crate) struct Accepted<'a> {
-    pub(crate) request: Request<RequestBody<'a>>,
+    pub(crate) request: Request<RecvBody<&'a Shared>>,
     pub(crate) respond: Respond<'a>,
 }
 
@@ -296,12 +499,26 @@ pub(crate) const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     /// Starts serving a connection whose preface has been read: the server's SETTINGS (and the
     /// connection window beyond the default) go out with the first flush.
-    pub(crate) fn new(io: T, config: Config) -> (Self, Shared) {
+    pub(crate) fn server(io: T, config: Config) -> (Self, Shared) {
+        let mut settings = Settings::default();
+        settings.set_max_concurrent_streams(Some(config.max_concurrent_streams));
+        Self::build(io, config, settings, false)
+    }
+
+    /// Starts a connection to an endpoint: the preface now, the client's SETTINGS with the
+    /// first flush. [`Driver::run`] drives it; requests go through [`send_request`].
+    pub(crate) async fn client(mut io: T, config: Config) -> io::Result<(Self, Arc<Shared>)> {
+        io.write_all(PREFACE).await?;
+        let mut settings = Settings::default();
+        settings.set_enable_push(false);
+        let (driver, shared) = Self::build(io, config, settings, true);
+        Ok((driver, Arc::new(shared)))
+    }
+
+    fn build(io: T, config: Config, mut settings: Settings, client: bool) -> (Self, Shared) {
         let mut codec = Codec::new(io);
         codec.set_max_recv_header_list_size(config.max_header_list_size as usize);
-        let mut settings = Settings::default();
         settings.set_initial_window_size(Some(config.stream_window));
-        settings.set_max_concurrent_streams(Some(config.max_concurrent_streams));
         settings.set_max_header_list_size(Some(config.max_header_list_size));
         let mut control = VecDeque::new();
         control.push_back(settings.into());
@@ -311,6 +528,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         }
         let state = State {
             config,
+            client,
+            driver: None,
+            next_id: 1,
+            max_open: config.max_concurrent_streams as usize,
+            ready_waiters: Vec::new(),
             streams: foldhash::HashMap::default(),
             control,
             sendable: VecDeque::new(),
@@ -352,29 +574,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             return Poll::Ready(Some(accepted));
         }
         let mut state = shared.lock();
-        while !self.closing {
-            match Pin::new(&mut self.codec).poll_next(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Err(error) = self.recv_frame(&mut state, frame) {
-                        self.fail(&mut state, error);
-                    }
-                }
-                Poll::Ready(Some(Err(ProtoError::Reset(id, reason, _)))) => {
-                    state.reset_stream(id.into(), reason);
-                }
-                Poll::Ready(Some(Err(error))) => self.fail(&mut state, error),
-                Poll::Ready(None) => {
-                    self.fail(
-                        &mut state,
-                        ProtoError::Io(io::ErrorKind::UnexpectedEof, None),
-                    );
-                }
-                Poll::Pending => break,
-            }
-            if !self.accepted.is_empty() {
-                break;
-            }
-        }
+        self.poll_read(cx, &mut state);
         let flushed = self.poll_write(cx, &mut state);
         drop(state);
         if let Some(accepted) = self.next_accepted(shared) {
@@ -388,11 +588,56 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         Poll::Pending
     }
 
+    /// Client: drives the connection until it is over: failed, gone away with no stream left,
+    /// or without a stream and without anybody who could open one (the pool let it go).
+    pub(crate) async fn run(mut self, shared: Arc<Shared>) {
+        std::future::poll_fn(|cx| {
+            let mut state = shared.lock();
+            // What this poll queues itself goes out below: no wake for it.
+            state.driver = None;
+            self.poll_read(cx, &mut state);
+            let flushed = self.poll_write(cx, &mut state);
+            let unused = state.streams.is_empty() && Arc::strong_count(&shared) == 1;
+            let done = self.closing || unused || (state.going_away && state.streams.is_empty());
+            if done && flushed.is_ready() {
+                return Poll::Ready(());
+            }
+            state.driver = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+
+    /// Reads and handles what the peer sent, up to a new stream (server) or until nothing is
+    /// left to read.
+    fn poll_read(&mut self, cx: &mut Context<'_>, state: &mut State) {
+        while !self.closing {
+            match Pin::new(&mut self.codec).poll_next(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Err(error) = self.recv_frame(state, frame) {
+                        self.fail(state, error);
+                    }
+                }
+                Poll::Ready(Some(Err(ProtoError::Reset(id, reason, _)))) => {
+                    state.reset_stream(id.into(), reason);
+                }
+                Poll::Ready(Some(Err(error))) => self.fail(state, error),
+                Poll::Ready(None) => {
+                    self.fail(state, ProtoError::Io(io::ErrorKind::UnexpectedEof, None));
+                }
+                Poll::Pending => break,
+            }
+            if !self.accepted.is_empty() {
+                break;
+            }
+        }
+    }
+
     fn next_accepted<'a>(&mut self, shared: &'a Shared) -> Option<Accepted<'a>> {
         let id = self.accepted.pop_front()?;
         let head = self.heads.pop_front()?;
         let (parts, ()) = head.into_parts();
-        let request = Request::from_parts(parts, RequestBody { id, shared });
+        let request = Request::from_parts(parts, RecvBody { id, shared });
         Some(Accepted {
             request,
             respond: Respond { id, shared },
@@ -403,7 +648,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     /// stream sees the connection gone.
     fn fail(&mut self, state: &mut State, error: ProtoError) {
         if let ProtoError::GoAway(_, reason, _) = &error {
-            let last = StreamId::from(state.last_id);
+            let last = StreamId::from(if state.client { 0 } else { state.last_id });
             state.control.clear();
             state.control.push_back(GoAway::new(last, *reason).into());
         }
@@ -423,6 +668,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             state.maybe_remove(id);
         }
         state.sendable.clear();
+        for waker in state.ready_waiters.drain(..) {
+            waker.wake();
+        }
     }
 
     fn recv_frame(&mut self, state: &mut State, frame: Frame) -> Result<(), ProtoError> {
@@ -445,12 +693,13 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             }
             Frame::WindowUpdate(update) => recv_window_update(state, &update),
             Frame::Reset(reset) => recv_reset(state, &reset),
-            Frame::GoAway(_) => {
-                state.going_away = true;
+            Frame::GoAway(go_away) => {
+                recv_go_away(state, &go_away);
                 Ok(())
             }
             Frame::Priority(_) => Ok(()),
             Frame::PushPromise(_) => Err(go_away(Reason::PROTOCOL_ERROR)),
+            Frame::Headers(headers) if state.client => recv_response_headers(state, headers),
             Frame::Headers(headers) => self.recv_headers(state, headers),
             Frame::Data(data) => recv_data(state, data),
         }?;
@@ -471,6 +720,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             self.codec.set_max_send_frame_size(size as usize);
             state.max_send_frame = size as usize;
         }
+        if let Some(max) = settings.max_concurrent_streams()
+            && state.client
+        {
+            state.max_open = max as usize;
+            for waker in state.ready_waiters.drain(..) {
+                waker.wake();
+            }
+        }
         if let Some(window) = settings.initial_window_size() {
             // §6.9.2: the change applies to every open stream, possibly below zero.
             let delta = i64::from(window) - state.peer_initial_window;
@@ -487,7 +744,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 }
             }
         }
-        state.control.push_back(Settings::ack().into());
+        state.send_control(Settings::ack().into());
         Ok(())
     }
 
@@ -588,6 +845,80 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 Poll::Ready(())
             }
             Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Client: the response head, or the trailers, of a stream it opened.
+fn recv_response_headers(state: &mut State, headers: Headers) -> Result<(), ProtoError> {
+    let id: u32 = headers.stream_id().into();
+    let Some(stream) = state.streams.get_mut(&id) else {
+        if state.is_idle(id) {
+            return Err(go_away(Reason::PROTOCOL_ERROR));
+        }
+        // A stream this side reset or gave up on.
+        return Ok(());
+    };
+    if stream.head_received {
+        let trailers = stream_end(stream, headers);
+        return recv_trailers(state, id, trailers);
+    }
+    if stream.reset.is_some() {
+        return Ok(());
+    }
+    if headers.is_over_size() {
+        state.reset_stream(id, Reason::PROTOCOL_ERROR);
+        return Ok(());
+    }
+    let end = headers.is_end_stream();
+    let (pseudo, fields) = headers.into_parts();
+    let request_fields = pseudo.method.is_some()
+        || pseudo.scheme.is_some()
+        || pseudo.authority.is_some()
+        || pseudo.path.is_some()
+        || pseudo.protocol.is_some();
+    let Some(status) = pseudo.status.filter(|_| !request_fields) else {
+        state.reset_stream(id, Reason::PROTOCOL_ERROR);
+        return Ok(());
+    };
+    if status.is_informational() {
+        // 1xx: interim, the final head follows (§8.1); one that ends the stream is malformed.
+        if end {
+            state.reset_stream(id, Reason::PROTOCOL_ERROR);
+        }
+        return Ok(());
+    }
+    let mut head = Response::new(());
+    *head.status_mut() = status;
+    *head.version_mut() = Version::HTTP_2;
+    *head.headers_mut() = fields;
+    stream.head = Some(head);
+    stream.head_received = true;
+    stream.recv_end = end;
+    if let Some(waker) = stream.recv_waker.take() {
+        waker.wake();
+    }
+    Ok(())
+}
+
+/// The peer goes away: no new streams; on a client, the streams it says it did not take
+/// (above its last stream) end as refused, that is, not processed and safe to send again
+/// (§6.8).
+fn recv_go_away(state: &mut State, frame: &GoAway) {
+    state.going_away = true;
+    if state.client {
+        let last: u32 = frame.last_stream_id().into();
+        let refused: Vec<u32> = state
+            .streams
+            .keys()
+            .copied()
+            .filter(|&id| id > last)
+            .collect();
+        for id in refused {
+            state.remote_reset(id, Reason::REFUSED_STREAM);
+        }
+        for waker in state.ready_waiters.drain(..) {
+            waker.wake();
         }
     }
 }
@@ -726,9 +1057,10 @@ fn recv_data(state: &mut State, data: frame::Data) -> Result<(), ProtoError> {
         return Err(go_away(Reason::FLOW_CONTROL_ERROR));
     }
     state.recv_window -= len as i64;
+    let idle = state.is_idle(id);
     let Some(stream) = state.streams.get_mut(&id) else {
         state.release_conn(len);
-        if id > state.last_id {
+        if idle {
             // §5.1: DATA on an idle stream.
             return Err(go_away(Reason::PROTOCOL_ERROR));
         }
@@ -743,6 +1075,12 @@ fn recv_data(state: &mut State, data: frame::Data) -> Result<(), ProtoError> {
     if stream.recv_end {
         state.release_conn(len);
         state.reset_stream(id, Reason::STREAM_CLOSED);
+        return Ok(());
+    }
+    if state.client && !stream.head_received {
+        // §8.1: the response starts with its head.
+        state.release_conn(len);
+        state.reset_stream(id, Reason::PROTOCOL_ERROR);
         return Ok(());
     }
     if len as i64 > stream.recv_window {
@@ -821,8 +1159,9 @@ fn recv_window_update(state: &mut State, update: &WindowUpdate) -> Result<(), Pr
         }
         return Ok(());
     }
+    let idle = state.is_idle(id);
     let Some(stream) = state.streams.get_mut(&id) else {
-        if id > state.last_id {
+        if idle {
             return Err(go_away(Reason::PROTOCOL_ERROR));
         }
         return Ok(());
@@ -844,8 +1183,9 @@ fn recv_window_update(state: &mut State, update: &WindowUpdate) -> Result<(), Pr
 
 fn recv_reset(state: &mut State, reset: &Reset) -> Result<(), ProtoError> {
     let id: u32 = reset.stream_id().into();
-    let Some(stream) = state.streams.get_mut(&id) else {
-        if id > state.last_id || id == 0 {
+    let idle = id == 0 || state.is_idle(id);
+    let Some(stream) = state.streams.get(&id) else {
+        if idle {
             return Err(go_away(Reason::PROTOCOL_ERROR));
         }
         return Ok(());
@@ -854,12 +1194,8 @@ fn recv_reset(state: &mut State, reset: &Reset) -> Result<(), ProtoError> {
         return Ok(());
     }
     let unfinished = !stream.send_end;
-    stream.reset = Some(reset.reason());
-    stream.queue.clear();
-    stream.queued_data = 0;
-    state.wake(id);
-    state.maybe_remove(id);
-    if unfinished {
+    state.remote_reset(id, reset.reason());
+    if unfinished && !state.client {
         state.client_resets += 1;
         if state.client_resets > MAX_CLIENT_RESETS {
             return Err(go_away(Reason::ENHANCE_YOUR_CALM));
@@ -916,13 +1252,14 @@ fn request_head(pseudo: Pseudo, fields: HeaderMap) -> Option<Request<()>> {
     Some(request)
 }
 
-/// The request body as it arrives.
-pub(crate) struct RequestBody<'a> {
+/// What a stream receives: a client's request body (server), an endpoint's response body
+/// (client).
+pub(crate) struct RecvBody<S: Deref<Target = Shared>> {
     id: u32,
-    shared: &'a Shared,
+    shared: S,
 }
 
-impl RequestBody<'_> {
+impl<S: Deref<Target = Shared>> RecvBody<S> {
     /// The stream has ended: no data and no trailers left.
     pub(crate) fn is_end_stream(&self) -> bool {
         let state = self.shared.lock();
@@ -936,20 +1273,17 @@ impl RequestBody<'_> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, h2::Error>>> {
-        let mut state = self.shared.lock();
-        let error = state.error();
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
         let Some(stream) = state.streams.get_mut(&self.id) else {
-            return Poll::Ready(Some(Err(error)));
+            return Poll::Ready(Some(Err(state.error())));
         };
         if let Some(data) = stream.recv.pop_front() {
             state.small_frames -= small_cost(data.len());
             return Poll::Ready(Some(Ok(data)));
         }
-        if let Some(reason) = stream.reset {
-            return Poll::Ready(Some(Err(state
-                .broken
-                .clone()
-                .map_or(reason.into(), Into::into))));
+        if stream.reset.is_some() {
+            return Poll::Ready(Some(Err(state.stream_error(self.id))));
         }
         if stream.recv_end {
             return Poll::Ready(None);
@@ -962,16 +1296,16 @@ impl RequestBody<'_> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<HeaderMap>, h2::Error>> {
-        let mut state = self.shared.lock();
-        let error = state.error();
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
         let Some(stream) = state.streams.get_mut(&self.id) else {
-            return Poll::Ready(Err(error));
+            return Poll::Ready(Err(state.error()));
         };
         if let Some(trailers) = stream.recv_trailers.take() {
             return Poll::Ready(Ok(Some(trailers)));
         }
-        if let Some(reason) = stream.reset {
-            return Poll::Ready(Err(reason.into()));
+        if stream.reset.is_some() {
+            return Poll::Ready(Err(state.stream_error(self.id)));
         }
         if stream.recv_end {
             return Poll::Ready(Ok(None));
@@ -980,7 +1314,7 @@ impl RequestBody<'_> {
         Poll::Pending
     }
 
-    /// `n` bytes were passed on: the client may send that much more.
+    /// `n` bytes were passed on: the peer may send that much more.
     pub(crate) fn release_capacity(&mut self, n: usize) {
         self.shared.lock().release(self.id, n);
     }
@@ -994,13 +1328,13 @@ impl RequestBody<'_> {
     }
 }
 
-impl Drop for RequestBody<'_> {
+impl<S: Deref<Target = Shared>> Drop for RecvBody<S> {
     fn drop(&mut self) {
         self.shared.lock().drop_handle(self.id);
     }
 }
 
-/// Answers a request.
+/// Server: answers a request.
 pub(crate) struct Respond<'a> {
     id: u32,
     shared: &'a Shared,
@@ -1012,15 +1346,7 @@ impl<'a> Respond<'a> {
         &mut self,
         response: Response<()>,
         end: bool,
-    ) -> Result<ResponseBody<'a>, h2::Error> {
-        let mut state = self.shared.lock();
-        let error = state.error();
-        let Some(stream) = state.streams.get_mut(&self.id) else {
-            return Err(error);
-        };
-        if let Some(reason) = stream.reset {
-            return Err(reason.into());
-        }
+    ) -> Result<SendBody<&'a Shared>, h2::Error> {
         let (parts, ()) = response.into_parts();
         let mut headers = Headers::new(
             StreamId::from(self.id),
@@ -1029,12 +1355,16 @@ impl<'a> Respond<'a> {
         );
         if end {
             headers.set_end_stream();
-            stream.send_end = true;
         }
-        stream.queue.push_back(Out::Headers(Box::new(headers)));
-        stream.handles += 1;
-        state.schedule(self.id);
-        Ok(ResponseBody {
+        // The body handle is one more on the stream.
+        queue(
+            self.shared,
+            self.id,
+            Out::Headers(Box::new(headers)),
+            end,
+            1,
+        )?;
+        Ok(SendBody {
             id: self.id,
             shared: self.shared,
         })
@@ -1052,6 +1382,30 @@ impl Drop for Respond<'_> {
     }
 }
 
+/// Queues `out` on stream `id` (with `end`, the last of what it sends) and counts
+/// `new_handles` more handles on it.
+fn queue(shared: &Shared, id: u32, out: Out, end: bool, new_handles: u8) -> Result<(), h2::Error> {
+    let mut guard = shared.lock();
+    let state = &mut *guard;
+    let Some(stream) = state.streams.get_mut(&id) else {
+        return Err(state.error());
+    };
+    if stream.reset.is_some() {
+        return Err(state.stream_error(id));
+    }
+    if stream.send_end {
+        return Err(Reason::STREAM_CLOSED.into());
+    }
+    if let Out::Data(data, _) = &out {
+        stream.queued_data += data.len();
+    }
+    stream.queue.push_back(out);
+    stream.send_end = end;
+    stream.handles += new_handles;
+    state.schedule(id);
+    Ok(())
+}
+
 fn poll_reset(shared: &Shared, id: u32, cx: &mut Context<'_>) -> Poll<Result<Reason, h2::Error>> {
     let mut state = shared.lock();
     if let Some(error) = &state.broken {
@@ -1067,50 +1421,27 @@ fn poll_reset(shared: &Shared, id: u32, cx: &mut Context<'_>) -> Poll<Result<Rea
     Poll::Pending
 }
 
-/// Sends the response body.
-pub(crate) struct ResponseBody<'a> {
+/// What a stream sends after its head: a response body (server), a request body (client).
+pub(crate) struct SendBody<S: Deref<Target = Shared>> {
     id: u32,
-    shared: &'a Shared,
+    shared: S,
 }
 
-impl ResponseBody<'_> {
+impl<S: Deref<Target = Shared>> SendBody<S> {
     pub(crate) fn send_data(&mut self, data: Bytes, end: bool) -> Result<(), h2::Error> {
-        let mut state = self.shared.lock();
-        let error = state.error();
-        let Some(stream) = state.streams.get_mut(&self.id) else {
-            return Err(error);
-        };
-        if let Some(reason) = stream.reset {
-            return Err(reason.into());
-        }
-        if stream.send_end {
-            return Err(Reason::STREAM_CLOSED.into());
-        }
-        stream.queued_data += data.len();
-        stream.queue.push_back(Out::Data(data, end));
-        stream.send_end = end;
-        state.schedule(self.id);
-        Ok(())
+        queue(&self.shared, self.id, Out::Data(data, end), end, 0)
     }
 
     pub(crate) fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), h2::Error> {
-        let mut state = self.shared.lock();
-        let error = state.error();
-        let Some(stream) = state.streams.get_mut(&self.id) else {
-            return Err(error);
-        };
-        if let Some(reason) = stream.reset {
-            return Err(reason.into());
-        }
-        if stream.send_end {
-            return Err(Reason::STREAM_CLOSED.into());
-        }
         let mut headers = Headers::trailers(StreamId::from(self.id), trailers);
         headers.set_end_stream();
-        stream.queue.push_back(Out::Headers(Box::new(headers)));
-        stream.send_end = true;
-        state.schedule(self.id);
-        Ok(())
+        queue(
+            &self.shared,
+            self.id,
+            Out::Headers(Box::new(headers)),
+            true,
+            0,
+        )
     }
 
     pub(crate) fn send_reset(&mut self, reason: Reason) {
@@ -1118,19 +1449,19 @@ impl ResponseBody<'_> {
     }
 
     pub(crate) fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reason, h2::Error>> {
-        poll_reset(self.shared, self.id, cx)
+        poll_reset(&self.shared, self.id, cx)
     }
 
     /// Ready once the stream can take more data: what it queued so far is (nearly) written.
-    /// A client that does not read, or keeps its window shut, holds the sender back here.
+    /// A peer that does not read, or keeps its window shut, holds the sender back here.
     pub(crate) fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
         let Some(stream) = state.streams.get_mut(&self.id) else {
             return Poll::Ready(Err(state.error()));
         };
-        if let Some(reason) = stream.reset {
-            return Poll::Ready(Err(reason.into()));
+        if stream.reset.is_some() {
+            return Poll::Ready(Err(state.stream_error(self.id)));
         }
         if stream.queued_data < state.config.max_send_buffer {
             return Poll::Ready(Ok(()));
@@ -1140,7 +1471,7 @@ impl ResponseBody<'_> {
     }
 }
 
-impl Drop for ResponseBody<'_> {
+impl<S: Deref<Target = Shared>> Drop for SendBody<S> {
     fn drop(&mut self) {
         self.shared.lock().drop_handle(self.id);
     }
