@@ -28,7 +28,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use h2::Codec;
 use h2::Reason;
@@ -68,6 +68,8 @@ const MAX_CONTROL_QUEUE: usize = 10_000;
 /// (h2 0.4.20's measure). Buffered small frames may cost at most a connection window, so a
 /// client cannot make the proxy hold a window's worth of one-byte frames.
 const SMALL_FRAME: usize = 256;
+/// Queued data chunks are joined up to this size (the default largest frame).
+const COALESCE: usize = 16_384;
 
 /// The connection's state, shared by the driver and the stream handles.
 pub(crate) struct Shared {
@@ -1399,7 +1401,21 @@ fn queue(shared: &Shared, id: u32, out: Out, end: bool, new_handles: u8) -> Resu
     if let Out::Data(data, _) = &out {
         stream.queued_data += data.len();
     }
-    stream.queue.push_back(out);
+    // Small chunks queued behind one another go out as one frame: a peer that sends tiny
+    // frames does not make this side send as many (nor hold as many).
+    if let Out::Data(data, end) = &out
+        && let Some(Out::Data(last, false)) = stream.queue.back_mut()
+        && last.len() + data.len() <= COALESCE
+    {
+        let mut joined = BytesMut::with_capacity(last.len() + data.len());
+        joined.extend_from_slice(last);
+        joined.extend_from_slice(data);
+        let end = *end;
+        stream.queue.pop_back();
+        stream.queue.push_back(Out::Data(joined.freeze(), end));
+    } else {
+        stream.queue.push_back(out);
+    }
     stream.send_end = end;
     stream.handles += new_handles;
     state.schedule(id);

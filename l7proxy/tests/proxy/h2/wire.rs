@@ -413,14 +413,33 @@ async fn raw_endpoint(answer: fn(u32) -> Vec<u8>) -> (SocketAddr, Arc<AtomicUsiz
 async fn raw_endpoint_closes(
     answer: fn(u32) -> Vec<u8>,
 ) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let heads = Arc::new(AtomicUsize::new(0));
+    let seen = heads.clone();
+    let (addr, closes) = frame_endpoint(move |kind, _, id, _| {
+        if kind != HEADERS {
+            return Vec::new();
+        }
+        seen.fetch_add(1, Ordering::SeqCst);
+        answer(id)
+    })
+    .await;
+    (addr, heads, closes)
+}
+
+/// An endpoint that answers SETTINGS and PING and writes what `on_frame(kind, flags, stream,
+/// payload)` returns for every other frame. Counts the connections the proxy closed.
+async fn frame_endpoint<F>(on_frame: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(u8, u8, u32, Vec<u8>) -> Vec<u8> + Send + Sync + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let heads = Arc::new(AtomicUsize::new(0));
     let closes = Arc::new(AtomicUsize::new(0));
-    let (seen, closed) = (heads.clone(), closes.clone());
+    let closed = closes.clone();
+    let on_frame = Arc::new(on_frame);
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            let (seen, closed) = (seen.clone(), closed.clone());
+            let (on_frame, closed) = (on_frame.clone(), closed.clone());
             tokio::spawn(async move {
                 let served = async {
                     let mut preface = [0u8; 24];
@@ -433,14 +452,12 @@ async fn raw_endpoint_closes(
                         let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
                         let mut payload = vec![0; len];
                         stream.read_exact(&mut payload).await?;
-                        let reply = match head[3] {
-                            SETTINGS if head[4] & ACK == 0 => frame(SETTINGS, ACK, 0, &[]),
-                            PING if head[4] & ACK == 0 => frame(PING, ACK, 0, &payload),
-                            HEADERS => {
-                                seen.fetch_add(1, Ordering::SeqCst);
-                                answer(id)
-                            }
-                            _ => continue,
+                        let (kind, flags) = (head[3], head[4]);
+                        let reply = match kind {
+                            SETTINGS if flags & ACK == 0 => frame(SETTINGS, ACK, 0, &[]),
+                            PING if flags & ACK == 0 => frame(PING, ACK, 0, &payload),
+                            SETTINGS | PING => continue,
+                            _ => on_frame(kind, flags, id, payload),
                         };
                         stream.write_all(&reply).await?;
                     }
@@ -452,7 +469,7 @@ async fn raw_endpoint_closes(
             });
         }
     });
-    (addr, heads, closes)
+    (addr, closes)
 }
 
 /// A 200 answer with the body `ok`.
@@ -561,4 +578,52 @@ async fn streams_an_endpoint_goes_away_without_taking_are_sent_elsewhere_even_po
         text.contains(r#"retries_total{service="web.shop.global"} 3"#),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_burst_of_tiny_data_frames_reaches_the_endpoint_in_few_frames() {
+    // 1,000 DATA frames of 10 bytes in one write: relayed one frame each, an endpoint built
+    // on h2 (hyper's) takes that for a flood of small frames and goes away.
+    let seen = Arc::new(std::sync::Mutex::new((0usize, Vec::new())));
+    let counts = seen.clone();
+    let (endpoint, _) = frame_endpoint(move |kind, flags, id, payload| {
+        if kind != DATA {
+            return Vec::new();
+        }
+        let mut c = counts.lock().unwrap();
+        c.0 += 1;
+        c.1.extend(payload);
+        if flags & END_STREAM == 0 {
+            return Vec::new();
+        }
+        frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            id,
+            &hpack(&[(":status", "200")]),
+        )
+    })
+    .await;
+    let _p = web_proxy("127.16.20.9", endpoint).await;
+    let mut wire = Frames::connect(addr("127.16.20.9:8080")).await;
+    let block = hpack(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "web.shop.global"),
+        (":path", "/"),
+    ]);
+    let mut burst = frame(HEADERS, END_HEADERS, 1, &block);
+    let mut sent = Vec::new();
+    for i in 0..1000usize {
+        let data = [b'a' + (i % 26) as u8; 10];
+        sent.extend(data);
+        let flags = if i == 999 { END_STREAM } else { 0 };
+        burst.extend(frame(DATA, flags, 1, &data));
+    }
+    wire.0.write_all(&burst).await.unwrap();
+    let (flags, _) = wire.until(HEADERS, 1).await.expect("the answer");
+    assert_ne!(flags & END_STREAM, 0);
+    let (frames, bytes) = seen.lock().unwrap().clone();
+    assert_eq!(bytes, sent, "every byte, in order");
+    assert!(frames < 100, "{frames} DATA frames for 1,000");
 }
