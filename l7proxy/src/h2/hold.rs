@@ -1,12 +1,12 @@
 //! Wakers that hold back the wakes a client connection's task will act on anyway.
 //!
-//! The task polls its streams and then its `h2` connection, and both wake the task while it
-//! runs: h2 wakes the connection whenever a stream queues a frame (which the connection's poll
-//! right after sends anyway), and `FuturesUnordered` wakes its owner each time it has polled all
-//! its futures once, even when none is ready. Each such wake schedules the whole task again for
-//! a poll with nothing to do: one more per request. A [`Hold`] waker records the wakes that come
-//! while it holds instead of passing them on; the task then acts on them itself (polls again
-//! right away, or wakes itself for real). Outside a hold every wake passes at once.
+//! The task polls its streams and then its connection, and what it polls may wake it while it
+//! runs: a stream woken while the set polls (the set passes it on), the connection's socket
+//! ready again while the connection reads and writes. Each such wake would schedule the whole
+//! task again for a poll with nothing to do (with h2's own connection and `FuturesUnordered`
+//! that was one more poll per request). A [`Hold`] waker records the wakes that come while it
+//! holds instead of passing them on; the task then acts on them itself (polls again right away,
+//! or wakes itself for real). Outside a hold every wake passes at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -77,11 +77,12 @@ impl Wake for Hold {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
-    struct Count(AtomicUsize);
+    /// A waker that counts its wakes.
+    pub(in crate::h2) struct Count(pub(in crate::h2) AtomicUsize);
 
     impl Wake for Count {
         fn wake(self: Arc<Self>) {

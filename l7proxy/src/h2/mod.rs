@@ -5,7 +5,7 @@
 //! connection through a channel and more tasks per request: through the pair, a request cost
 //! about 2.5 times HAProxy's user time; the `h2` crate's own server and client, driven
 //! directly, still 1.8 times. Here the client connection's task accepts streams and polls each
-//! one's forwarding next to the connection itself (a [`FuturesUnordered`]); the upstream
+//! one's forwarding next to the connection itself (a [`StreamSet`]); the upstream
 //! stream is opened straight on the endpoint's pooled connection (which has one task, shared
 //! by every client connection), and bodies and trailers are relayed frame by frame with flow
 //! control on both sides ([`relay`]). Balancing, retries, timeouts, metrics, the access log
@@ -20,6 +20,7 @@
 
 mod hold;
 mod relay;
+mod set;
 
 pub(crate) mod conn;
 
@@ -29,7 +30,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
 
 use h2::Reason;
@@ -49,6 +49,7 @@ use crate::pool::H2Conn;
 use self::conn::{Driver, RecvBody, Respond, SendBody, Shared};
 use self::hold::Hold;
 use self::relay::{Relay, RelayError};
+use self::set::StreamSet;
 
 /// Settings towards clients (hyper's server defaults): windows of 1 MiB, at most 400 KiB
 /// buffered per stream, 200 streams at a time.
@@ -83,17 +84,16 @@ pub(crate) async fn serve(mut stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_ti
     );
     let shared = &shared;
     let ctx = &ctx;
-    let mut streams = FuturesUnordered::new();
     // Without a stream since then; one timer checks it, pushed back only when it fires.
     let mut idle_since = Some(Instant::now());
     let mut timer = pin!(tokio::time::sleep(idle_timeout));
     let mut closing = false;
     // The streams and the connection wake the task through wakers of its own: see [`hold`].
     let ((conn_hold, conn_waker), (set_hold, set_waker)) = Hold::pair();
+    let mut streams = StreamSet::new(set_waker);
     poll_fn(|cx| {
         conn_hold.register(cx.waker());
         let mut conn_cx = Context::from_waker(&conn_waker);
-        let mut set_cx = Context::from_waker(&set_waker);
         // Woken while polling the connection (or the streams, too often): come back.
         let mut again = false;
         let result = loop {
@@ -104,14 +104,13 @@ pub(crate) async fn serve(mut stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_ti
             let mut rounds = 0;
             loop {
                 set_hold.hold();
-                let next = streams.poll_next_unpin(&mut set_cx);
+                let next = streams.poll_next();
                 let woken = set_hold.release();
                 match next {
                     Poll::Ready(Some(())) => finished = true,
                     Poll::Ready(None) => break,
-                    // Woken meanwhile: a stream is ready again, or the set yielded after
-                    // polling each stream once (it does so even when none is ready). One more
-                    // look here; after that, through the scheduler.
+                    // Woken meanwhile: a stream is ready again. One more look here; after
+                    // that, through the scheduler.
                     Poll::Pending if woken && rounds == 0 => rounds += 1,
                     Poll::Pending => {
                         again |= woken;
