@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,8 +64,6 @@ pub(crate) struct Sender {
 #[derive(Clone)]
 pub(crate) struct H2Conn {
     pub(crate) shared: Arc<conn::Shared>,
-    /// Set when the connection ended or must not take new streams.
-    closed: Arc<AtomicBool>,
 }
 
 impl Drop for H2Conn {
@@ -79,21 +76,11 @@ impl Drop for H2Conn {
 }
 
 impl H2Conn {
-    /// Keeps new requests off this connection (it refused a stream or went away); the next one
-    /// dials anew. Streams already open on it go on.
-    pub(crate) fn retire(&self) {
-        self.closed.store(true, Ordering::Relaxed);
-    }
-
-    /// This handle once the connection can open a stream; a connection that cannot is retired.
+    /// This handle once the connection can open a stream (a connection that cannot is closed
+    /// for good: the next request dials anew).
     async fn ready(self) -> Result<Self, h2::Error> {
-        match std::future::poll_fn(|cx| self.shared.poll_ready(cx)).await {
-            Ok(()) => Ok(self),
-            Err(error) => {
-                self.closed.store(true, Ordering::Relaxed);
-                Err(error)
-            }
-        }
+        std::future::poll_fn(|cx| self.shared.poll_ready(cx)).await?;
+        Ok(self)
     }
 }
 
@@ -167,7 +154,7 @@ impl H2Slot {
     fn current(&self) -> Option<H2Conn> {
         let mut conn = lock(&self.conn);
         match &*conn {
-            Some(live) if !live.closed.load(Ordering::Relaxed) => Some(live.clone()),
+            Some(live) if !live.shared.is_closed() => Some(live.clone()),
             Some(_) => {
                 *conn = None;
                 None
@@ -337,7 +324,7 @@ impl Upstream {
         if let Some(conn) = slot.current() {
             match conn.ready().await {
                 Ok(conn) => return Ok(conn),
-                // Gone away or broken (and retired): dial another.
+                // Gone away or broken: dial another.
                 Err(error) => {
                     tracing::debug!(%addr, %error, "upstream HTTP/2 connection takes no streams");
                 }
@@ -391,15 +378,12 @@ impl Upstream {
             Ok(Err(error)) => return Err(ConnectError::Io(error)),
             Err(_) => return Err(ConnectError::Timeout),
         };
-        let closed = Arc::new(AtomicBool::new(false));
-        let ended = closed.clone();
         let driven = shared.clone();
         tokio::spawn(async move {
             driver.run(driven).await;
             tracing::debug!(%addr, "upstream HTTP/2 connection ended");
-            ended.store(true, Ordering::Relaxed);
         });
-        Ok(H2Conn { shared, closed })
+        Ok(H2Conn { shared })
     }
 
     /// Closes pooled connections to endpoints `keep` rejects (removed from the service).

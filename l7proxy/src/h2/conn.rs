@@ -25,6 +25,7 @@ use std::future::Future;
 use std::io;
 use std::ops::Deref;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -74,6 +75,9 @@ const COALESCE: usize = 16_384;
 /// The connection's state, shared by the driver and the stream handles.
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// Client: takes no new streams (gone away, failed, or out of stream ids); readable
+    /// without the lock.
+    closed: AtomicBool,
 }
 
 struct State {
@@ -175,6 +179,13 @@ impl State {
         }
     }
 
+    /// Client: a stream may be opened again, or the connection takes none any more.
+    fn wake_ready(&mut self) {
+        for waker in self.ready_waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
     /// Client: the driver has something to write.
     fn kick(&mut self) {
         if let Some(waker) = self.driver.take() {
@@ -272,9 +283,7 @@ impl State {
         }
         self.streams.remove(&id);
         self.release_conn(buffered);
-        for waker in self.ready_waiters.drain(..) {
-            waker.wake();
-        }
+        self.wake_ready();
         // Client: the driver ends once a connection going away has no stream left.
         if self.streams.is_empty() {
             self.kick();
@@ -364,17 +373,37 @@ impl Shared {
         self.lock().kick();
     }
 
+    /// Client: takes no new streams (gone away, failed, or out of stream ids).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Client: whether `state` takes no new streams; [`Shared::is_closed`] from then on.
+    fn check_closed(&self, state: &State) -> bool {
+        let closed = state.broken.is_some() || state.going_away || state.next_id > MAX_STREAM_ID;
+        if closed {
+            self.closed.store(true, Ordering::Relaxed);
+        }
+        closed
+    }
+
+    /// Client: why no stream can be opened, if none can.
+    fn refuse(&self, state: &State) -> Option<h2::Error> {
+        if !self.check_closed(state) {
+            return None;
+        }
+        Some(match &state.broken {
+            Some(error) => error.clone().into(),
+            None => ProtoError::GoAway(Bytes::new(), Reason::NO_ERROR, Initiator::Remote).into(),
+        })
+    }
+
     /// Client: ready once a stream may be opened (fewer open than the server takes); an error
     /// once the connection takes no new streams.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
         let mut state = self.lock();
-        if state.broken.is_some() || state.going_away || state.next_id > MAX_STREAM_ID {
-            return Poll::Ready(Err(match &state.broken {
-                Some(error) => error.clone().into(),
-                None => {
-                    ProtoError::GoAway(Bytes::new(), Reason::NO_ERROR, Initiator::Remote).into()
-                }
-            }));
+        if let Some(error) = self.refuse(&state) {
+            return Poll::Ready(Err(error));
         }
         if state.streams.len() < state.max_open {
             return Poll::Ready(Ok(()));
@@ -395,11 +424,8 @@ pub(crate) fn send_request(
     end: bool,
 ) -> Result<(ResponseFuture, SendBody<Arc<Shared>>), h2::Error> {
     let mut state = shared.lock();
-    if let Some(error) = &state.broken {
-        return Err(error.clone().into());
-    }
-    if state.going_away || state.next_id > MAX_STREAM_ID {
-        return Err(ProtoError::GoAway(Bytes::new(), Reason::NO_ERROR, Initiator::Remote).into());
+    if let Some(error) = shared.refuse(&state) {
+        return Err(error);
     }
     let id = state.next_id;
     state.next_id += 2;
@@ -481,9 +507,8 @@ impl Drop for ResponseFuture {
 /// Reads and writes the connection; hands out new requests.
 pub(crate) struct Driver<T> {
     codec: Codec<T, Bytes>,
-    /// New streams decoded but not yet handed out.
-    accepted: VecDeque<u32>,
-    heads: VecDeque<Request<()>>,
+    /// New streams decoded but not yet handed out, with their request heads.
+    accepted: VecDeque<(u32, Request<()>)>,
     got_settings: bool,
     /// The socket is done (end, error or a connection error sent): flush and stop.
     closing: bool,
@@ -552,7 +577,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         let driver = Self {
             codec,
             accepted: VecDeque::new(),
-            heads: VecDeque::new(),
             got_settings: false,
             closing: false,
         };
@@ -560,6 +584,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             driver,
             Shared {
                 state: Mutex::new(state),
+                closed: AtomicBool::new(false),
             },
         )
     }
@@ -578,16 +603,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         let mut state = shared.lock();
         self.poll_read(cx, &mut state);
         let flushed = self.poll_write(cx, &mut state);
+        let over = self.is_over(&state) && flushed.is_ready();
         drop(state);
         if let Some(accepted) = self.next_accepted(shared) {
             return Poll::Ready(Some(accepted));
         }
-        let state = shared.lock();
-        let done = (state.going_away || self.closing) && state.streams.is_empty();
-        if (self.closing && flushed.is_ready()) || (done && flushed.is_ready()) {
+        if over {
             return Poll::Ready(None);
         }
         Poll::Pending
+    }
+
+    /// Nothing more to do but flush: the connection failed, or went away and has no stream.
+    fn is_over(&self, state: &State) -> bool {
+        self.closing || (state.going_away && state.streams.is_empty())
     }
 
     /// Client: drives the connection until it is over: failed, gone away with no stream left,
@@ -599,9 +628,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             state.driver = None;
             self.poll_read(cx, &mut state);
             let flushed = self.poll_write(cx, &mut state);
+            // The pool asks before it hands the connection out.
+            shared.check_closed(&state);
             let unused = state.streams.is_empty() && Arc::strong_count(&shared) == 1;
-            let done = self.closing || unused || (state.going_away && state.streams.is_empty());
-            if done && flushed.is_ready() {
+            if (self.is_over(&state) || unused) && flushed.is_ready() {
                 return Poll::Ready(());
             }
             state.driver = Some(cx.waker().clone());
@@ -636,8 +666,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     }
 
     fn next_accepted<'a>(&mut self, shared: &'a Shared) -> Option<Accepted<'a>> {
-        let id = self.accepted.pop_front()?;
-        let head = self.heads.pop_front()?;
+        let (id, head) = self.accepted.pop_front()?;
         let (parts, ()) = head.into_parts();
         let request = Request::from_parts(parts, RecvBody { id, shared });
         Some(Accepted {
@@ -659,20 +688,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         self.closing = true;
         let ids: Vec<u32> = state.streams.keys().copied().collect();
         for id in ids {
+            // Nothing more goes out, not even what a reset stream still had queued.
+            state.end_stream(id, Reason::CANCEL, Initiator::Library);
             if let Some(stream) = state.streams.get_mut(&id) {
                 stream.queue.clear();
-                stream.queued_data = 0;
-                if stream.reset.is_none() {
-                    stream.reset = Some(Reason::CANCEL);
-                }
             }
             state.wake(id);
             state.maybe_remove(id);
         }
         state.sendable.clear();
-        for waker in state.ready_waiters.drain(..) {
-            waker.wake();
-        }
+        state.wake_ready();
     }
 
     fn recv_frame(&mut self, state: &mut State, frame: Frame) -> Result<(), ProtoError> {
@@ -687,9 +712,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             Frame::Settings(settings) => self.recv_settings(state, &settings),
             Frame::Ping(ping) => {
                 if !ping.is_ack() {
-                    state
-                        .control
-                        .push_back(Ping::pong(ping.into_payload()).into());
+                    state.send_control(Ping::pong(ping.into_payload()).into());
                 }
                 Ok(())
             }
@@ -726,9 +749,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             && state.client
         {
             state.max_open = max as usize;
-            for waker in state.ready_waiters.drain(..) {
-                waker.wake();
-            }
+            state.wake_ready();
         }
         if let Some(window) = settings.initial_window_size() {
             // §6.9.2: the change applies to every open stream, possibly below zero.
@@ -777,10 +798,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 HeaderMap::new(),
             );
             answer.set_end_stream();
-            state.control.push_back(answer.into());
-            state
-                .control
-                .push_back(Reset::new(StreamId::from(id), Reason::REFUSED_STREAM).into());
+            state.send_control(answer.into());
+            state.send_control(Reset::new(StreamId::from(id), Reason::REFUSED_STREAM).into());
             return Ok(());
         }
         if state.streams.len() >= state.config.max_concurrent_streams as usize {
@@ -816,8 +835,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 ..StreamState::default()
             },
         );
-        self.accepted.push_back(id);
-        self.heads.push_back(request);
+        self.accepted.push_back((id, request));
         Ok(())
     }
 
@@ -919,9 +937,7 @@ fn recv_go_away(state: &mut State, frame: &GoAway) {
         for id in refused {
             state.remote_reset(id, Reason::REFUSED_STREAM);
         }
-        for waker in state.ready_waiters.drain(..) {
-            waker.wake();
-        }
+        state.wake_ready();
     }
 }
 
@@ -996,11 +1012,6 @@ fn next_frame(state: &mut State) -> Option<Frame<Bytes>> {
         };
         if stream.queue.is_empty() {
             stream.in_sendable = false;
-            if stream.queued_data == 0
-                && let Some(waker) = stream.send_waker.take()
-            {
-                waker.wake();
-            }
             state.maybe_remove(id);
         } else {
             state.sendable.push_back(id);
@@ -1070,24 +1081,20 @@ fn recv_data(state: &mut State, data: frame::Data) -> Result<(), ProtoError> {
         // on their way (§5.4.2): ignored.
         return Ok(());
     };
-    if stream.reset.is_some() {
-        state.release_conn(len);
-        return Ok(());
-    }
-    if stream.recv_end {
-        state.release_conn(len);
-        state.reset_stream(id, Reason::STREAM_CLOSED);
-        return Ok(());
-    }
-    if state.client && !stream.head_received {
+    let refused = if stream.reset.is_some() {
+        Some(None)
+    } else if stream.recv_end {
+        Some(Some(Reason::STREAM_CLOSED))
+    } else if state.client && !stream.head_received {
         // §8.1: the response starts with its head.
-        state.release_conn(len);
-        state.reset_stream(id, Reason::PROTOCOL_ERROR);
-        return Ok(());
-    }
-    if len as i64 > stream.recv_window {
-        state.release_conn(len);
-        state.reset_stream(id, Reason::FLOW_CONTROL_ERROR);
+        Some(Some(Reason::PROTOCOL_ERROR))
+    } else if len as i64 > stream.recv_window {
+        Some(Some(Reason::FLOW_CONTROL_ERROR))
+    } else {
+        None
+    };
+    if let Some(reset) = refused {
+        drop_data(state, id, len, reset);
         return Ok(());
     }
     stream.recv_window -= len as i64;
@@ -1100,8 +1107,7 @@ fn recv_data(state: &mut State, data: frame::Data) -> Result<(), ProtoError> {
     };
     if length_wrong {
         // §8.1.1: malformed.
-        state.release_conn(len);
-        state.reset_stream(id, Reason::PROTOCOL_ERROR);
+        drop_data(state, id, len, Some(Reason::PROTOCOL_ERROR));
         return Ok(());
     }
     // Padding counts against the windows but is nobody's to release: given back below.
@@ -1125,6 +1131,15 @@ fn recv_data(state: &mut State, data: frame::Data) -> Result<(), ProtoError> {
         return Err(go_away(Reason::ENHANCE_YOUR_CALM));
     }
     Ok(())
+}
+
+/// DATA stream `id` does not take: its `len` goes back to the connection window at once, and
+/// with a `reset`, the stream is reset.
+fn drop_data(state: &mut State, id: u32, len: usize, reset: Option<Reason>) {
+    state.release_conn(len);
+    if let Some(reason) = reset {
+        state.reset_stream(id, reason);
+    }
 }
 
 fn small_cost(len: usize) -> usize {
@@ -1271,18 +1286,21 @@ impl<S: Deref<Target = Shared>> RecvBody<S> {
             .is_none_or(|s| s.recv_end && s.recv.is_empty() && s.recv_trailers.is_none())
     }
 
-    pub(crate) fn poll_data(
+    /// The next chunk of data, and whether it is the last of the stream (no more data and no
+    /// trailers, as [`RecvBody::is_end_stream`] would say next).
+    pub(crate) fn poll_chunk(
         &mut self,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, h2::Error>>> {
+    ) -> Poll<Option<Result<(Bytes, bool), h2::Error>>> {
         let mut guard = self.shared.lock();
         let state = &mut *guard;
         let Some(stream) = state.streams.get_mut(&self.id) else {
             return Poll::Ready(Some(Err(state.error())));
         };
         if let Some(data) = stream.recv.pop_front() {
+            let last = stream.recv_end && stream.recv.is_empty() && stream.recv_trailers.is_none();
             state.small_frames -= small_cost(data.len());
-            return Poll::Ready(Some(Ok(data)));
+            return Poll::Ready(Some(Ok((data, last))));
         }
         if stream.reset.is_some() {
             return Poll::Ready(Some(Err(state.stream_error(self.id))));
@@ -1322,7 +1340,8 @@ impl<S: Deref<Target = Shared>> RecvBody<S> {
     }
 
     pub(crate) async fn data(&mut self) -> Option<Result<Bytes, h2::Error>> {
-        std::future::poll_fn(|cx| self.poll_data(cx)).await
+        let chunk = std::future::poll_fn(|cx| self.poll_chunk(cx)).await;
+        chunk.map(|result| result.map(|(data, _)| data))
     }
 
     pub(crate) async fn trailers(&mut self) -> Result<Option<HeaderMap>, h2::Error> {
@@ -1403,18 +1422,17 @@ fn queue(shared: &Shared, id: u32, out: Out, end: bool, new_handles: u8) -> Resu
     }
     // Small chunks queued behind one another go out as one frame: a peer that sends tiny
     // frames does not make this side send as many (nor hold as many).
-    if let Out::Data(data, end) = &out
-        && let Some(Out::Data(last, false)) = stream.queue.back_mut()
-        && last.len() + data.len() <= COALESCE
-    {
-        let mut joined = BytesMut::with_capacity(last.len() + data.len());
-        joined.extend_from_slice(last);
-        joined.extend_from_slice(data);
-        let end = *end;
-        stream.queue.pop_back();
-        stream.queue.push_back(Out::Data(joined.freeze(), end));
-    } else {
-        stream.queue.push_back(out);
+    match (&out, stream.queue.back_mut()) {
+        (Out::Data(data, end), Some(Out::Data(last, last_end)))
+            if !*last_end && last.len() + data.len() <= COALESCE =>
+        {
+            let mut joined = BytesMut::with_capacity(last.len() + data.len());
+            joined.extend_from_slice(last);
+            joined.extend_from_slice(data);
+            *last = joined.freeze();
+            *last_end = *end;
+        }
+        _ => stream.queue.push_back(out),
     }
     stream.send_end = end;
     stream.handles += new_handles;

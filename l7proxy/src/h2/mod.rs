@@ -46,7 +46,7 @@ use crate::forward::{self, ConnCtx, MAX_REPLAY_BODY, after_try_timeout, may_retr
 use crate::idle;
 use crate::pool::H2Conn;
 
-use self::conn::{Driver, RecvBody, Respond, SendBody, Shared};
+use self::conn::{Driver, RecvBody, Respond, Shared};
 use self::hold::Hold;
 use self::relay::{Relay, RelayError};
 use self::set::StreamSet;
@@ -97,8 +97,7 @@ pub(crate) async fn serve(mut stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_ti
         // Woken while polling the connection (or the streams, too often): come back.
         let mut again = false;
         let result = loop {
-            // Streams first: what they send goes out with the connection's flush below, so
-            // h2's wakes for it are held back until then.
+            // Streams first: what they queue goes out with the connection's flush below.
             conn_hold.hold();
             let mut finished = false;
             let mut rounds = 0;
@@ -261,7 +260,7 @@ struct Answer<'a> {
 }
 
 /// A client's request body on its way to the endpoint.
-type RequestRelay<'a> = Relay<RecvBody<&'a Shared>, SendBody<Arc<Shared>>>;
+type RequestRelay<'a> = Relay<&'a Shared, Arc<Shared>>;
 
 /// The request body as the attempts see it.
 enum Pending<'a> {
@@ -407,14 +406,11 @@ async fn exchange<'a>(
     pending: &mut Pending<'a>,
 ) -> Result<(Response<RecvBody<Arc<Shared>>>, Option<RequestRelay<'a>>), Failure> {
     let empty = pending.is_empty();
+    // An error: the connection takes no more streams (it went away, or broke).
     let (response, mut stream) =
-        conn::send_request(&conn.shared, request, empty).map_err(|error| {
-            // The connection takes no more streams (it went away, or broke).
-            conn.retire();
-            Failure::Upstream {
-                error: upstream_error(&error),
-                unsent: true,
-            }
+        conn::send_request(&conn.shared, request, empty).map_err(|error| Failure::Upstream {
+            error: upstream_error(&error),
+            unsent: true,
         })?;
     let mut request_body = None;
     match pending {
@@ -447,15 +443,10 @@ async fn exchange<'a>(
         }
         response.as_mut().poll(cx).map(|result| match result {
             Ok(response) => Ok((response, request_body.take())),
-            Err(error) => {
-                if error.is_go_away() || error.is_io() {
-                    conn.retire();
-                }
-                Err(Failure::Upstream {
-                    unsent: error.reason() == Some(Reason::REFUSED_STREAM) && error.is_remote(),
-                    error: upstream_error(&error),
-                })
-            }
+            Err(error) => Err(Failure::Upstream {
+                unsent: error.reason() == Some(Reason::REFUSED_STREAM) && error.is_remote(),
+                error: upstream_error(&error),
+            }),
         })
     })
     .await

@@ -9,71 +9,13 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use h2::Reason;
-use http::HeaderMap;
 
 use super::conn::{RecvBody, SendBody, Shared};
 
-/// Where a relayed body comes from: a client's request, or an endpoint's response.
-pub(super) trait Source {
-    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, h2::Error>>>;
-    fn poll_trailers(&mut self, cx: &mut Context<'_>)
-    -> Poll<Result<Option<HeaderMap>, h2::Error>>;
-    fn is_end_stream(&self) -> bool;
-    /// `n` bytes were passed on: the sender may send that much more.
-    fn release(&mut self, n: usize);
-}
-
-/// Where a relayed body goes: the request to the endpoint, or the response to the client.
-pub(super) trait Sink {
-    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reason, h2::Error>>;
-    /// Ready once the receiver has room for at least one more byte, so that a slow receiver
-    /// holds back the sender.
-    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>>;
-    fn send_data(&mut self, data: Bytes, end: bool) -> Result<(), h2::Error>;
-    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), h2::Error>;
-    fn send_reset(&mut self, reason: Reason);
-}
-
-impl<S: Deref<Target = Shared>> Source for RecvBody<S> {
-    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, h2::Error>>> {
-        RecvBody::poll_data(self, cx)
-    }
-    fn poll_trailers(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<Option<HeaderMap>, h2::Error>> {
-        RecvBody::poll_trailers(self, cx)
-    }
-    fn is_end_stream(&self) -> bool {
-        RecvBody::is_end_stream(self)
-    }
-    fn release(&mut self, n: usize) {
-        self.release_capacity(n);
-    }
-}
-
-impl<S: Deref<Target = Shared>> Sink for SendBody<S> {
-    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reason, h2::Error>> {
-        SendBody::poll_reset(self, cx)
-    }
-    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
-        SendBody::poll_room(self, cx)
-    }
-    fn send_data(&mut self, data: Bytes, end: bool) -> Result<(), h2::Error> {
-        SendBody::send_data(self, data, end)
-    }
-    fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), h2::Error> {
-        SendBody::send_trailers(self, trailers)
-    }
-    fn send_reset(&mut self, reason: Reason) {
-        SendBody::send_reset(self, reason);
-    }
-}
-
-/// One direction of a stream's body.
-pub(super) struct Relay<F, T> {
-    from: F,
-    to: T,
+/// One direction of a stream's body, from one connection's stream to another's.
+pub(super) struct Relay<F: Deref<Target = Shared>, T: Deref<Target = Shared>> {
+    from: RecvBody<F>,
+    to: SendBody<T>,
     /// A chunk was passed on: wait for room before taking the next one.
     sent: bool,
     /// The data has all been passed on; the trailers (or the end) are next.
@@ -98,8 +40,8 @@ impl std::fmt::Display for RelayError {
     }
 }
 
-impl<F: Source, T: Sink> Relay<F, T> {
-    pub(super) fn new(from: F, to: T) -> Self {
+impl<F: Deref<Target = Shared>, T: Deref<Target = Shared>> Relay<F, T> {
+    pub(super) fn new(from: RecvBody<F>, to: SendBody<T>) -> Self {
         Self {
             from,
             to,
@@ -118,14 +60,13 @@ impl<F: Source, T: Sink> Relay<F, T> {
             } else if let Poll::Ready(reset) = self.to.poll_reset(cx) {
                 return Poll::Ready(Err(RelayError::Send(reset_error(reset))));
             }
-            match ready!(self.from.poll_data(cx)) {
-                Some(Ok(data)) => {
+            match ready!(self.from.poll_chunk(cx)) {
+                Some(Ok((data, end))) => {
                     let len = data.len();
-                    let end = self.from.is_end_stream();
                     self.to.send_data(data, end).map_err(RelayError::Send)?;
                     self.sent = true;
                     // Passed on: the sender may send this much more.
-                    self.from.release(len);
+                    self.from.release_capacity(len);
                     if end {
                         return Poll::Ready(Ok(()));
                     }
