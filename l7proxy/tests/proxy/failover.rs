@@ -97,17 +97,13 @@ async fn server_errors_are_retried_for_get_but_not_for_post() {
         (6, 3),
         "every GET was retried"
     );
-    let text = metrics_text(&p);
-    assert!(
-        text.contains(r#"retries_total{service="get.shop.global"} 3"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"retries_total{service="post.shop.global"} 0"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"requests_total{service="post.shop.global",cluster="c1",code="503"} 3"#)
+    assert_metrics(
+        &p,
+        &[
+            r#"retries_total{service="get.shop.global"} 3"#,
+            r#"retries_total{service="post.shop.global"} 0"#,
+            r#"requests_total{service="post.shop.global",cluster="c1",code="503"} 3"#,
+        ],
     );
 }
 

@@ -485,6 +485,15 @@ pub fn metrics_text(p: &Proxy) -> String {
     text
 }
 
+/// Asserts that the proxy's metrics contain every one of `lines` (whole samples, or their
+/// beginnings).
+pub fn assert_metrics(p: &Proxy, lines: &[&str]) {
+    let text = metrics_text(p);
+    for line in lines {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+}
+
 pub fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
