@@ -102,14 +102,19 @@ impl Upstream {
             catalog,
             seen: seen.clone(),
         });
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // The same port for UDP and TCP; the port UDP got may be taken for TCP (another test's
+        // connection): then another pair.
+        let (udp, tcp) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            match TcpListener::bind(udp.local_addr().unwrap()).await {
+                Ok(tcp) => break (udp, tcp),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => panic!("{e}"),
+            }
+        };
         let addr = udp.local_addr().unwrap();
         server.register_socket(udp);
-        server.register_listener(
-            TcpListener::bind(addr).await.unwrap(),
-            Duration::from_secs(5),
-            64,
-        );
+        server.register_listener(tcp, Duration::from_secs(5), 64);
         Self {
             addr,
             seen,
