@@ -77,7 +77,3 @@ async fn serve(stream: TcpStream, upstream: SocketAddr) -> Result<(), Box<dyn st
         .await?;
     Ok(())
 }
-
-/// The allocator of the `peerd` binary: against peerd's proxy, this floor differs in code only.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

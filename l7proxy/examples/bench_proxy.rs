@@ -91,7 +91,3 @@ async fn run(vip: IpAddr, backend: SocketAddr) -> std::io::Result<()> {
     );
     Ok(())
 }
-
-/// The allocator of the `peerd` binary, so that the benchmark measures what users run.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

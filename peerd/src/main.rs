@@ -22,12 +22,6 @@ mod vip;
 
 use clap::Parser;
 
-/// mimalloc rather than glibc's malloc: the proxy allocates per request (header maps, frames,
-/// stream state), and mimalloc's per-thread free lists take about a tenth off the instructions
-/// of a proxied HTTP/2 request (`PROTO=h2 l7proxy/bench/instructions.sh`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     match cli::run(cli) {
