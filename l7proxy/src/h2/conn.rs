@@ -25,7 +25,6 @@ use std::future::Future;
 use std::io;
 use std::ops::Deref;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -75,9 +74,6 @@ const COALESCE: usize = 16_384;
 /// The connection's state, shared by the driver and the stream handles.
 pub(crate) struct Shared {
     state: Mutex<State>,
-    /// Client: takes no new streams (gone away, failed, or out of stream ids); readable
-    /// without the lock.
-    closed: AtomicBool,
 }
 
 struct State {
@@ -177,6 +173,22 @@ impl State {
             }
             _ => self.error(),
         }
+    }
+
+    /// Client: takes no new streams (gone away, failed, or out of stream ids).
+    fn is_closed(&self) -> bool {
+        self.broken.is_some() || self.going_away || self.next_id > MAX_STREAM_ID
+    }
+
+    /// Client: why no stream can be opened, if none can.
+    fn refusal(&self) -> Option<h2::Error> {
+        if !self.is_closed() {
+            return None;
+        }
+        Some(match &self.broken {
+            Some(error) => error.clone().into(),
+            None => ProtoError::GoAway(Bytes::new(), Reason::NO_ERROR, Initiator::Remote).into(),
+        })
     }
 
     /// Client: a stream may be opened again, or the connection takes none any more.
@@ -375,34 +387,14 @@ impl Shared {
 
     /// Client: takes no new streams (gone away, failed, or out of stream ids).
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
-    }
-
-    /// Client: whether `state` takes no new streams; [`Shared::is_closed`] from then on.
-    fn check_closed(&self, state: &State) -> bool {
-        let closed = state.broken.is_some() || state.going_away || state.next_id > MAX_STREAM_ID;
-        if closed {
-            self.closed.store(true, Ordering::Relaxed);
-        }
-        closed
-    }
-
-    /// Client: why no stream can be opened, if none can.
-    fn refuse(&self, state: &State) -> Option<h2::Error> {
-        if !self.check_closed(state) {
-            return None;
-        }
-        Some(match &state.broken {
-            Some(error) => error.clone().into(),
-            None => ProtoError::GoAway(Bytes::new(), Reason::NO_ERROR, Initiator::Remote).into(),
-        })
+        self.lock().is_closed()
     }
 
     /// Client: ready once a stream may be opened (fewer open than the server takes); an error
     /// once the connection takes no new streams.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
         let mut state = self.lock();
-        if let Some(error) = self.refuse(&state) {
+        if let Some(error) = state.refusal() {
             return Poll::Ready(Err(error));
         }
         if state.streams.len() < state.max_open {
@@ -424,7 +416,7 @@ pub(crate) fn send_request(
     end: bool,
 ) -> Result<(ResponseFuture, SendBody<Arc<Shared>>), h2::Error> {
     let mut state = shared.lock();
-    if let Some(error) = shared.refuse(&state) {
+    if let Some(error) = state.refusal() {
         return Err(error);
     }
     let id = state.next_id;
@@ -584,7 +576,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             driver,
             Shared {
                 state: Mutex::new(state),
-                closed: AtomicBool::new(false),
             },
         )
     }
@@ -628,8 +619,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             state.driver = None;
             self.poll_read(cx, &mut state);
             let flushed = self.poll_write(cx, &mut state);
-            // The pool asks before it hands the connection out.
-            shared.check_closed(&state);
             let unused = state.streams.is_empty() && Arc::strong_count(&shared) == 1;
             if (self.is_over(&state) || unused) && flushed.is_ready() {
                 return Poll::Ready(());
@@ -1081,19 +1070,21 @@ fn recv_data(state: &mut State, data: frame::Data) -> Result<(), ProtoError> {
         // on their way (§5.4.2): ignored.
         return Ok(());
     };
-    let refused = if stream.reset.is_some() {
-        Some(None)
-    } else if stream.recv_end {
-        Some(Some(Reason::STREAM_CLOSED))
+    if stream.reset.is_some() {
+        drop_data(state, id, len, None);
+        return Ok(());
+    }
+    let reset = if stream.recv_end {
+        Some(Reason::STREAM_CLOSED)
     } else if state.client && !stream.head_received {
         // §8.1: the response starts with its head.
-        Some(Some(Reason::PROTOCOL_ERROR))
+        Some(Reason::PROTOCOL_ERROR)
     } else if len as i64 > stream.recv_window {
-        Some(Some(Reason::FLOW_CONTROL_ERROR))
+        Some(Reason::FLOW_CONTROL_ERROR)
     } else {
         None
     };
-    if let Some(reset) = refused {
+    if reset.is_some() {
         drop_data(state, id, len, reset);
         return Ok(());
     }
