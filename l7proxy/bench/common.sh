@@ -1,0 +1,41 @@
+# Helpers shared by http.sh and ab.sh (sourced). They use the caller's `client` array (the
+# command prefix that pins the client, possibly empty), `work` (a scratch directory), and, for
+# run_h2load, CONNS and H2_REQUESTS.
+
+wait_port() { # host port
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on $1:$2" >&2
+    exit 1
+}
+
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # user system
+ticks=$(getconf CLK_TCK)
+
+# h2load: rps p50_ms p99_ms requests (latencies from the per-request log)
+run_h2load() {
+    rm -f "$work/h2.log" # h2load appends to it
+    "${client[@]}" h2load -c"$CONNS" -n"$H2_REQUESTS" --log-file="$work/h2.log" "http://$1/" >"$work/h2.out"
+    local rps
+    rps=$(awk '/^finished in/ { print $4 }' "$work/h2.out")
+    sort -n -k3,3 "$work/h2.log" | awk -v rps="$rps" '
+        { d[NR] = $3; if ($2 != 200) bad++ }
+        END {
+            if (bad) print "h2load: " bad " responses were not 200" > "/dev/stderr"
+            printf "%.0f %.3f %.3f %d\n", rps, d[int(NR * 0.50)] / 1000, d[int(NR * 0.99)] / 1000, NR - bad
+        }'
+}
+
+# measure PID TOOL ADDR: rps p50 p99 cpu_us_per_request user_us_per_request
+measure() {
+    local u0 s0 u1 s1 rps p50 p99 n
+    read -r u0 s0 <<<"$(cpu_ticks "$1")"
+    read -r rps p50 p99 n <<<"$("$2" "$3")"
+    read -r u1 s1 <<<"$(cpu_ticks "$1")"
+    awk -v rps="$rps" -v p50="$p50" -v p99="$p99" -v n="$n" -v u="$((u1 - u0))" -v s="$((s1 - s0))" \
+        -v hz="$ticks" 'BEGIN {
+        per = n ? 1e6 / hz / n : 0
+        printf "%s %s %s %.1f %.1f\n", rps, p50, p99, (u + s) * per, u * per }'
+}
