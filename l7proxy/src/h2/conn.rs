@@ -4,10 +4,11 @@
 //! h2's `server::Connection` and `client::Connection` keep every stream in a shared store
 //! behind a lock, move each frame through per-stream queues and a prioritizer, and check and
 //! re-check headers on the way: for a small request that was two thirds of the proxy's user
-//! time, more than HAProxy's whole request. Here the frame layer stays h2's own (`h2::Codec`,
-//! enabled by h2's `unstable` feature: framing, HPACK, CONTINUATION, padding, frame and
-//! header-list size limits, all of it fuzzed upstream) and the connection above it is this
-//! module: settings, pings, flow control both ways, stream states and limits, resets and
+//! time, more than HAProxy's whole request. Here the reading half of the frame layer stays
+//! h2's own (`h2::Codec`, enabled by h2's `unstable` feature: framing, HPACK decoding,
+//! CONTINUATION, padding, frame and header-list size limits, all of it fuzzed upstream); the
+//! writing half is [`super::write`], which encodes header blocks without a dynamic table
+//! ([`super::hpack`]); the connection above both is this module: settings, pings, flow control both ways, stream states and limits, resets and
 //! GOAWAY (RFC 9113 §5, §6). It serves a proxy: no server push, no priorities (ignored, as
 //! RFC 9113 §5.3.2 allows), no extended CONNECT.
 //!
@@ -36,6 +37,8 @@ use h2::frame::{
     self, Frame, GoAway, Headers, Ping, Pseudo, Reset, Settings, StreamId, WindowUpdate,
 };
 use h2::proto::{Error as ProtoError, Initiator};
+
+use super::write::Writer;
 use http::{HeaderMap, Method, Request, Response, Uri, Version, uri};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -498,7 +501,9 @@ impl Drop for ResponseFuture {
 
 /// Reads and writes the connection; hands out new requests.
 pub(crate) struct Driver<T> {
+    /// Reads frames; writes go through `writer`, to the socket the codec holds.
     codec: Codec<T, Bytes>,
+    writer: Writer,
     /// New streams decoded but not yet handed out, with their request heads.
     accepted: VecDeque<(u32, Request<()>)>,
     got_settings: bool,
@@ -568,6 +573,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         };
         let driver = Self {
             codec,
+            writer: Writer::new(),
             accepted: VecDeque::new(),
             got_settings: false,
             closing: false,
@@ -727,11 +733,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         if settings.is_ack() {
             return Ok(());
         }
-        if let Some(size) = settings.header_table_size() {
-            self.codec.set_send_header_table_size(size as usize);
+        if settings.header_table_size().is_some() {
+            self.writer.header_table_size_changed();
         }
         if let Some(size) = settings.max_frame_size() {
-            self.codec.set_max_send_frame_size(size as usize);
+            self.writer.set_max_frame_size(size as usize);
             state.max_send_frame = size as usize;
         }
         if let Some(max) = settings.max_concurrent_streams()
@@ -828,10 +834,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         Ok(())
     }
 
-    /// Moves queued frames to the codec and flushes; ready once everything is written.
+    /// Moves queued frames to the writer and writes them out; ready once everything is
+    /// written.
     fn poll_write(&mut self, cx: &mut Context<'_>, state: &mut State) -> Poll<()> {
+        let io = self.codec.get_mut();
         loop {
-            match self.codec.poll_ready(cx) {
+            match self.writer.poll_ready(io, cx) {
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(error)) => {
                     self.fail(state, error.into());
@@ -842,12 +850,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             let Some(frame) = next_frame(state) else {
                 break;
             };
-            if let Err(error) = self.codec.buffer(frame) {
+            if let Err(error) = self.writer.buffer(frame) {
                 // Only a frame this module built wrong gets here.
-                tracing::warn!(?error, "HTTP/2 frame not sent");
+                tracing::warn!(error, "HTTP/2 frame not sent");
             }
         }
-        match self.codec.flush(cx) {
+        match self.writer.poll_flush(io, cx) {
             Poll::Ready(Ok(())) => Poll::Ready(()),
             Poll::Ready(Err(error)) => {
                 self.fail(state, error.into());

@@ -19,8 +19,10 @@
 //! the retry budget.
 
 mod hold;
+mod hpack;
 mod relay;
 mod set;
+mod write;
 
 pub(crate) mod conn;
 
