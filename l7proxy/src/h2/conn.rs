@@ -411,11 +411,12 @@ impl Shared {
 /// Stream identifiers are 31 bits (§5.1.1).
 const MAX_STREAM_ID: u32 = (1 << 31) - 1;
 
-/// Client: opens a stream with `request`'s head (and `end`: no body). The stream is the
+/// Client: opens a stream with a request head (and `end`: no body). The stream is the
 /// caller's to close: with the body ([`SendBody`]), and by reading or dropping the response.
 pub(crate) fn send_request(
     shared: &Arc<Shared>,
-    request: Request<()>,
+    pseudo: Pseudo,
+    fields: HeaderMap,
     end: bool,
 ) -> Result<(ResponseFuture, SendBody<Arc<Shared>>), h2::Error> {
     let mut state = shared.lock();
@@ -424,12 +425,7 @@ pub(crate) fn send_request(
     }
     let id = state.next_id;
     state.next_id += 2;
-    let (parts, ()) = request.into_parts();
-    let mut pseudo = Pseudo::request(parts.method, parts.uri, None);
-    if pseudo.scheme.is_none() {
-        pseudo.set_scheme(uri::Scheme::HTTP);
-    }
-    let mut headers = Headers::new(StreamId::from(id), pseudo, parts.headers);
+    let mut headers = Headers::new(StreamId::from(id), pseudo, fields);
     if end {
         headers.set_end_stream();
     }
@@ -505,7 +501,7 @@ pub(crate) struct Driver<T> {
     codec: Codec<T, Bytes>,
     writer: Writer,
     /// New streams decoded but not yet handed out, with their request heads.
-    accepted: VecDeque<(u32, Request<()>)>,
+    accepted: VecDeque<(u32, Request<()>, Pseudo)>,
     got_settings: bool,
     /// The socket is done (end, error or a connection error sent): flush and stop.
     closing: bool,
@@ -514,6 +510,8 @@ pub(crate) struct Driver<T> {
 /// A new request and the handle to answer it.
 pub(crate) struct Accepted<'a> {
     pub(crate) request: Request<RecvBody<&'a Shared>>,
+    /// The request's pseudo-header fields as received, to send on as they are.
+    pub(crate) pseudo: Pseudo,
     pub(crate) respond: Respond<'a>,
 }
 
@@ -661,11 +659,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     }
 
     fn next_accepted<'a>(&mut self, shared: &'a Shared) -> Option<Accepted<'a>> {
-        let (id, head) = self.accepted.pop_front()?;
+        let (id, head, pseudo) = self.accepted.pop_front()?;
         let (parts, ()) = head.into_parts();
         let request = Request::from_parts(parts, RecvBody { id, shared });
         Some(Accepted {
             request,
+            pseudo,
             respond: Respond { id, shared },
         })
     }
@@ -810,7 +809,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 return Ok(());
             }
         };
-        let Some(request) = request_head(pseudo, fields) else {
+        let Some(request) = request_head(&pseudo, fields) else {
             state.reset_stream(id, Reason::PROTOCOL_ERROR);
             return Ok(());
         };
@@ -830,7 +829,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 ..StreamState::default()
             },
         );
-        self.accepted.push_back((id, request));
+        self.accepted.push_back((id, request, pseudo));
         Ok(())
     }
 
@@ -1234,8 +1233,8 @@ fn content_length(fields: &HeaderMap) -> Result<Option<u64>, ()> {
 }
 
 /// The request head from the pseudo-header fields (§8.3.1), or `None` when malformed.
-fn request_head(pseudo: Pseudo, fields: HeaderMap) -> Option<Request<()>> {
-    let method = pseudo.method?;
+fn request_head(pseudo: &Pseudo, fields: HeaderMap) -> Option<Request<()>> {
+    let method = pseudo.method.clone()?;
     // No extended CONNECT (not advertised), and a request has no status.
     if pseudo.protocol.is_some() || pseudo.status.is_some() {
         return None;
@@ -1266,6 +1265,19 @@ fn request_head(pseudo: Pseudo, fields: HeaderMap) -> Option<Request<()>> {
     *request.version_mut() = Version::HTTP_2;
     *request.headers_mut() = fields;
     Some(request)
+}
+
+/// A copy of a request's pseudo-header fields (as [`request_head`] accepted them: no
+/// `:protocol`, no `:status`), for another attempt. The strings are shared, not copied.
+pub(crate) fn copy_request_pseudo(pseudo: &Pseudo) -> Pseudo {
+    Pseudo {
+        method: pseudo.method.clone(),
+        scheme: pseudo.scheme.clone(),
+        authority: pseudo.authority.clone(),
+        path: pseudo.path.clone(),
+        protocol: None,
+        status: None,
+    }
 }
 
 /// What a stream receives: a client's request body (server), an endpoint's response body

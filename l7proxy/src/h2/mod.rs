@@ -35,6 +35,7 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
 use h2::Reason;
+use h2::frame::Pseudo;
 use http::{HeaderMap, Method, Request, Response};
 use l7proxy_balance::FailureKind;
 use tokio::net::TcpStream;
@@ -129,7 +130,12 @@ pub(crate) async fn serve(mut stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_ti
             match accepted {
                 Poll::Ready(Some(accepted)) => {
                     idle_since = None;
-                    streams.push(serve_stream(ctx, accepted.request, accepted.respond));
+                    streams.push(serve_stream(
+                        ctx,
+                        accepted.request,
+                        accepted.pseudo,
+                        accepted.respond,
+                    ));
                     continue;
                 }
                 Poll::Ready(None) => break Poll::Ready(()),
@@ -165,6 +171,7 @@ pub(crate) async fn serve(mut stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_ti
 async fn serve_stream<'a>(
     ctx: &'a ConnCtx,
     req: Request<RecvBody<&'a Shared>>,
+    pseudo: Pseudo,
     mut respond: Respond<'a>,
 ) {
     let start = Instant::now();
@@ -174,7 +181,7 @@ async fn serve_stream<'a>(
     let policy = ctx.route.policy();
     let mut failover = Failover::default();
     let outcome = {
-        let mut forwarding = pin!(forward(ctx, req, &policy, start, &mut failover));
+        let mut forwarding = pin!(forward(ctx, req, &pseudo, &policy, start, &mut failover));
         // A client that resets its stream abandons the request (dropping the attempt resets
         // the upstream stream), as hyper's server does.
         poll_fn(|cx| {
@@ -292,6 +299,7 @@ enum Failure {
 async fn forward<'a>(
     ctx: &ConnCtx,
     req: Request<RecvBody<&'a Shared>>,
+    pseudo: &Pseudo,
     policy: &Policy,
     start: Instant,
     failover: &mut Failover,
@@ -313,14 +321,11 @@ async fn forward<'a>(
         sent += 1;
         let addr = attempt.addr;
         let try_deadline = deadline.min(attempt.started() + policy.try_timeout);
-        // Every attempt sends a copy of the head: even a streamed request goes again when the
-        // endpoint refuses its stream.
-        let mut request = Request::new(());
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = parts.uri.clone();
-        *request.headers_mut() = parts.headers.clone();
+        // Every attempt sends a copy of the head as the client sent it: even a streamed request
+        // goes again when the endpoint refuses its stream.
+        let head = (conn::copy_request_pseudo(pseudo), parts.headers.clone());
         let result = {
-            let exchange = pin!(exchange(conn, request, &mut pending));
+            let exchange = pin!(exchange(conn, head, &mut pending));
             tokio::time::timeout_at(try_deadline.into(), exchange).await
         };
         let error = match result {
@@ -404,15 +409,17 @@ async fn pending_body<'a>(
 /// a streamed one as it comes) and waits for the response head.
 async fn exchange<'a>(
     conn: H2Conn,
-    request: Request<()>,
+    (pseudo, fields): (Pseudo, HeaderMap),
     pending: &mut Pending<'a>,
 ) -> Result<(Response<RecvBody<Arc<Shared>>>, Option<RequestRelay<'a>>), Failure> {
     let empty = pending.is_empty();
     // An error: the connection takes no more streams (it went away, or broke).
     let (response, mut stream) =
-        conn::send_request(&conn.shared, request, empty).map_err(|error| Failure::Upstream {
-            error: upstream_error(&error),
-            unsent: true,
+        conn::send_request(&conn.shared, pseudo, fields, empty).map_err(|error| {
+            Failure::Upstream {
+                error: upstream_error(&error),
+                unsent: true,
+            }
         })?;
     let mut request_body = None;
     match pending {
