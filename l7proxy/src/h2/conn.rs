@@ -38,6 +38,7 @@ use h2::frame::{
 };
 use h2::proto::{Error as ProtoError, Initiator};
 
+use super::hpack;
 use super::write::Writer;
 use http::{HeaderMap, Method, Request, Response, Uri, Version, uri};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -114,6 +115,8 @@ struct State {
     client_resets: u32,
     /// What the buffered small DATA frames cost (see [`SMALL_FRAME`]).
     small_frames: usize,
+    /// Header blocks are encoded here and split off.
+    blocks: BytesMut,
 }
 
 #[derive(Default)]
@@ -151,12 +154,30 @@ struct StreamState {
 
 /// A frame a stream has queued.
 enum Out {
-    Headers(Box<Headers>),
+    /// A header block, encoded (see [`State::encode_block`]); with `true`, the last frame.
+    Headers(Bytes, bool),
     Data(Bytes, bool),
     Reset(Reason),
 }
 
+/// Room for header blocks taken at a time: blocks share it until all of them are gone.
+const BLOCK_ROOM: usize = 4096;
+
+/// Encodes a header block, once: the encoding has no state ([`super::hpack`]), so a block
+/// goes on any connection, and a request sent again costs nothing more.
+pub(crate) fn encode_block(shared: &Shared, pseudo: &Pseudo, fields: &HeaderMap) -> Bytes {
+    shared.lock().encode_block(pseudo, fields)
+}
+
 impl State {
+    fn encode_block(&mut self, pseudo: &Pseudo, fields: &HeaderMap) -> Bytes {
+        if self.blocks.capacity() < BLOCK_ROOM / 4 {
+            self.blocks.reserve(BLOCK_ROOM);
+        }
+        hpack::encode(pseudo, fields, &mut self.blocks);
+        self.blocks.split().freeze()
+    }
+
     fn error(&self) -> h2::Error {
         match &self.broken {
             Some(error) => error.clone().into(),
@@ -415,8 +436,7 @@ const MAX_STREAM_ID: u32 = (1 << 31) - 1;
 /// caller's to close: with the body ([`SendBody`]), and by reading or dropping the response.
 pub(crate) fn send_request(
     shared: &Arc<Shared>,
-    pseudo: Pseudo,
-    fields: HeaderMap,
+    block: Bytes,
     end: bool,
 ) -> Result<(ResponseFuture, SendBody<Arc<Shared>>), h2::Error> {
     let mut state = shared.lock();
@@ -425,17 +445,13 @@ pub(crate) fn send_request(
     }
     let id = state.next_id;
     state.next_id += 2;
-    let mut headers = Headers::new(StreamId::from(id), pseudo, fields);
-    if end {
-        headers.set_end_stream();
-    }
     let stream = StreamState {
         recv_window: i64::from(state.config.stream_window),
         send_window: state.peer_initial_window,
         send_end: end,
         // The response future (then the response body) and the request body.
         handles: 2,
-        queue: VecDeque::from([Out::Headers(Box::new(headers))]),
+        queue: VecDeque::from([Out::Headers(block, end)]),
         ..StreamState::default()
     };
     state.streams.insert(id, stream);
@@ -501,7 +517,7 @@ pub(crate) struct Driver<T> {
     codec: Codec<T, Bytes>,
     writer: Writer,
     /// New streams decoded but not yet handed out, with their request heads.
-    accepted: VecDeque<(u32, Request<()>, Pseudo)>,
+    accepted: VecDeque<(u32, Request<()>, Bytes)>,
     got_settings: bool,
     /// The socket is done (end, error or a connection error sent): flush and stop.
     closing: bool,
@@ -510,8 +526,8 @@ pub(crate) struct Driver<T> {
 /// A new request and the handle to answer it.
 pub(crate) struct Accepted<'a> {
     pub(crate) request: Request<RecvBody<&'a Shared>>,
-    /// The request's pseudo-header fields as received, to send on as they are.
-    pub(crate) pseudo: Pseudo,
+    /// The request's head as received (pseudo-header fields and all), encoded to send on.
+    pub(crate) block: Bytes,
     pub(crate) respond: Respond<'a>,
 }
 
@@ -568,6 +584,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             broken: None,
             client_resets: 0,
             small_frames: 0,
+            blocks: BytesMut::new(),
         };
         let driver = Self {
             codec,
@@ -659,12 +676,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     }
 
     fn next_accepted<'a>(&mut self, shared: &'a Shared) -> Option<Accepted<'a>> {
-        let (id, head, pseudo) = self.accepted.pop_front()?;
+        let (id, head, block) = self.accepted.pop_front()?;
         let (parts, ()) = head.into_parts();
         let request = Request::from_parts(parts, RecvBody { id, shared });
         Some(Accepted {
             request,
-            pseudo,
+            block,
             respond: Respond { id, shared },
         })
     }
@@ -829,7 +846,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 ..StreamState::default()
             },
         );
-        self.accepted.push_back((id, request, pseudo));
+        let block = state.encode_block(&pseudo, request.headers());
+        self.accepted.push_back((id, request, block));
         Ok(())
     }
 
@@ -846,12 +864,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 }
                 Poll::Pending => return Poll::Pending,
             }
-            let Some(frame) = next_frame(state) else {
+            if !next_frame(state, &mut self.writer) {
                 break;
-            };
-            if let Err(error) = self.writer.buffer(frame) {
-                // Only a frame this module built wrong gets here.
-                tracing::warn!(error, "HTTP/2 frame not sent");
             }
         }
         match self.writer.poll_flush(io, cx) {
@@ -941,24 +955,34 @@ fn go_away(reason: Reason) -> ProtoError {
     ProtoError::GoAway(Bytes::new(), reason, h2::proto::Initiator::Library)
 }
 
-/// The next frame to write: control frames first, then the streams' frames in turn, data
-/// within the windows.
-fn next_frame(state: &mut State) -> Option<Frame<Bytes>> {
+/// Queues the next frame with `writer`: control frames first, then the streams' frames in
+/// turn, data within the windows. False when there is nothing (more) to send now.
+fn next_frame(state: &mut State, writer: &mut Writer) -> bool {
     if let Some(frame) = state.control.pop_front() {
-        return Some(frame);
+        if let Err(error) = writer.buffer(frame) {
+            // Only a frame this module built wrong gets here.
+            tracing::warn!(error, "HTTP/2 frame not sent");
+        }
+        return true;
     }
     let room_limit = state.config.max_send_buffer;
     let mut tries = state.sendable.len();
     while tries > 0 {
         tries -= 1;
-        let id = state.sendable.pop_front()?;
+        let Some(id) = state.sendable.pop_front() else {
+            return false;
+        };
         let conn_window = state.send_window;
         let max_frame = state.max_send_frame;
         let Some(stream) = state.streams.get_mut(&id) else {
             continue;
         };
-        let frame = match stream.queue.front_mut() {
-            None => None,
+        let stream_id = StreamId::from(id);
+        match stream.queue.front_mut() {
+            None => {
+                stream.in_sendable = false;
+                continue;
+            }
             Some(Out::Data(data, end)) if !data.is_empty() => {
                 let room = stream.send_window.min(conn_window).min(max_frame as i64);
                 if room <= 0 {
@@ -968,15 +992,14 @@ fn next_frame(state: &mut State) -> Option<Frame<Bytes>> {
                     } else {
                         // Blocked on the connection window: keep its turn.
                         state.sendable.push_front(id);
-                        return None;
+                        return false;
                     }
                     continue;
                 }
                 let n = (room as usize).min(data.len());
                 let chunk = data.split_to(n);
                 let last = data.is_empty();
-                let mut out = frame::Data::new(StreamId::from(id), chunk);
-                out.set_end_stream(last && *end);
+                writer.data(stream_id, chunk, last && *end);
                 if last {
                     stream.queue.pop_front();
                 }
@@ -990,31 +1013,22 @@ fn next_frame(state: &mut State) -> Option<Frame<Bytes>> {
                 {
                     waker.wake();
                 }
-                Some(out.into())
             }
-            Some(_) => stream.queue.pop_front().map(|out| match out {
-                Out::Headers(headers) => (*headers).into(),
-                Out::Data(data, end) => {
-                    let mut out = frame::Data::new(StreamId::from(id), data);
-                    out.set_end_stream(end);
-                    out.into()
-                }
-                Out::Reset(reason) => Reset::new(StreamId::from(id), reason).into(),
-            }),
-        };
-        let Some(frame) = frame else {
-            stream.in_sendable = false;
-            continue;
-        };
+            Some(_) => match stream.queue.pop_front().expect("front") {
+                Out::Headers(block, end) => writer.headers(stream_id, &block, end),
+                Out::Data(data, end) => writer.data(stream_id, data, end),
+                Out::Reset(reason) => writer.reset(stream_id, reason),
+            },
+        }
         if stream.queue.is_empty() {
             stream.in_sendable = false;
             state.maybe_remove(id);
         } else {
             state.sendable.push_back(id);
         }
-        return Some(frame);
+        return true;
     }
-    None
+    false
 }
 
 fn stream_end(stream: &mut StreamState, headers: Headers) -> Result<Option<HeaderMap>, Reason> {
@@ -1267,19 +1281,6 @@ fn request_head(pseudo: &Pseudo, fields: HeaderMap) -> Option<Request<()>> {
     Some(request)
 }
 
-/// A copy of a request's pseudo-header fields (as [`request_head`] accepted them: no
-/// `:protocol`, no `:status`), for another attempt. The strings are shared, not copied.
-pub(crate) fn copy_request_pseudo(pseudo: &Pseudo) -> Pseudo {
-    Pseudo {
-        method: pseudo.method.clone(),
-        scheme: pseudo.scheme.clone(),
-        authority: pseudo.authority.clone(),
-        path: pseudo.path.clone(),
-        protocol: None,
-        status: None,
-    }
-}
-
 /// What a stream receives: a client's request body (server), an endpoint's response body
 /// (client).
 pub(crate) struct RecvBody<S: Deref<Target = Shared>> {
@@ -1380,22 +1381,9 @@ impl<'a> Respond<'a> {
         end: bool,
     ) -> Result<SendBody<&'a Shared>, h2::Error> {
         let (parts, ()) = response.into_parts();
-        let mut headers = Headers::new(
-            StreamId::from(self.id),
-            Pseudo::response(parts.status),
-            parts.headers,
-        );
-        if end {
-            headers.set_end_stream();
-        }
+        let block = encode_block(self.shared, &Pseudo::response(parts.status), &parts.headers);
         // The body handle is one more on the stream.
-        queue(
-            self.shared,
-            self.id,
-            Out::Headers(Box::new(headers)),
-            end,
-            1,
-        )?;
+        queue(self.shared, self.id, Out::Headers(block, end), end, 1)?;
         Ok(SendBody {
             id: self.id,
             shared: self.shared,
@@ -1478,15 +1466,8 @@ impl<S: Deref<Target = Shared>> SendBody<S> {
     }
 
     pub(crate) fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), h2::Error> {
-        let mut headers = Headers::trailers(StreamId::from(self.id), trailers);
-        headers.set_end_stream();
-        queue(
-            &self.shared,
-            self.id,
-            Out::Headers(Box::new(headers)),
-            true,
-            0,
-        )
+        let block = encode_block(&self.shared, &Pseudo::default(), &trailers);
+        queue(&self.shared, self.id, Out::Headers(block, true), true, 0)
     }
 
     pub(crate) fn send_reset(&mut self, reason: Reason) {

@@ -9,7 +9,9 @@
 //! instructions per block here — more than the proxy's whole HTTP/1.1 forwarding of a request
 //! head. Without indexing, the blocks are larger on the wire (a `user-agent` goes whole every
 //! time instead of as one byte), which between a node's proxy and its clients or the mesh's
-//! endpoints costs less than the CPU it saves. Decoding stays h2's (its decoder takes any
+//! endpoints costs less than the CPU it saves. And a block without state goes on any
+//! connection as it is: a request's head is encoded once, when it arrives, and every attempt
+//! on whichever endpoint sends the same bytes. Decoding stays h2's (its decoder takes any
 //! encoding, with or without a dynamic table).
 
 use bytes::{BufMut, BytesMut};

@@ -35,7 +35,6 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
 use h2::Reason;
-use h2::frame::Pseudo;
 use http::{HeaderMap, Method, Request, Response};
 use l7proxy_balance::FailureKind;
 use tokio::net::TcpStream;
@@ -133,7 +132,7 @@ pub(crate) async fn serve(mut stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_ti
                     streams.push(serve_stream(
                         ctx,
                         accepted.request,
-                        accepted.pseudo,
+                        accepted.block,
                         accepted.respond,
                     ));
                     continue;
@@ -171,7 +170,7 @@ pub(crate) async fn serve(mut stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_ti
 async fn serve_stream<'a>(
     ctx: &'a ConnCtx,
     req: Request<RecvBody<&'a Shared>>,
-    pseudo: Pseudo,
+    block: Bytes,
     mut respond: Respond<'a>,
 ) {
     let start = Instant::now();
@@ -181,7 +180,7 @@ async fn serve_stream<'a>(
     let policy = ctx.route.policy();
     let mut failover = Failover::default();
     let outcome = {
-        let mut forwarding = pin!(forward(ctx, req, &pseudo, &policy, start, &mut failover));
+        let mut forwarding = pin!(forward(ctx, req, &block, &policy, start, &mut failover));
         // A client that resets its stream abandons the request (dropping the attempt resets
         // the upstream stream), as hyper's server does.
         poll_fn(|cx| {
@@ -299,7 +298,7 @@ enum Failure {
 async fn forward<'a>(
     ctx: &ConnCtx,
     req: Request<RecvBody<&'a Shared>>,
-    pseudo: &Pseudo,
+    block: &Bytes,
     policy: &Policy,
     start: Instant,
     failover: &mut Failover,
@@ -321,11 +320,10 @@ async fn forward<'a>(
         sent += 1;
         let addr = attempt.addr;
         let try_deadline = deadline.min(attempt.started() + policy.try_timeout);
-        // Every attempt sends a copy of the head as the client sent it: even a streamed request
-        // goes again when the endpoint refuses its stream.
-        let head = (conn::copy_request_pseudo(pseudo), parts.headers.clone());
+        // Every attempt sends the head as the client sent it: even a streamed request goes
+        // again when the endpoint refuses its stream.
         let result = {
-            let exchange = pin!(exchange(conn, head, &mut pending));
+            let exchange = pin!(exchange(conn, block.clone(), &mut pending));
             tokio::time::timeout_at(try_deadline.into(), exchange).await
         };
         let error = match result {
@@ -409,17 +407,15 @@ async fn pending_body<'a>(
 /// a streamed one as it comes) and waits for the response head.
 async fn exchange<'a>(
     conn: H2Conn,
-    (pseudo, fields): (Pseudo, HeaderMap),
+    block: Bytes,
     pending: &mut Pending<'a>,
 ) -> Result<(Response<RecvBody<Arc<Shared>>>, Option<RequestRelay<'a>>), Failure> {
     let empty = pending.is_empty();
     // An error: the connection takes no more streams (it went away, or broke).
     let (response, mut stream) =
-        conn::send_request(&conn.shared, pseudo, fields, empty).map_err(|error| {
-            Failure::Upstream {
-                error: upstream_error(&error),
-                unsent: true,
-            }
+        conn::send_request(&conn.shared, block, empty).map_err(|error| Failure::Upstream {
+            error: upstream_error(&error),
+            unsent: true,
         })?;
     let mut request_body = None;
     match pending {

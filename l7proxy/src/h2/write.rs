@@ -13,7 +13,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use h2::frame::{self, Frame, Head, Kind, StreamId};
+use h2::Reason;
+use h2::frame::{self, Frame, Head, Kind, Reset, StreamId};
 use tokio::io::AsyncWrite;
 
 use super::hpack;
@@ -79,50 +80,67 @@ impl Writer {
         Poll::Ready(Ok(()))
     }
 
+    /// Queues a DATA frame; the caller keeps it within the peer's largest frame.
+    pub(crate) fn data(&mut self, id: StreamId, payload: Bytes, end: bool) {
+        let len = payload.len();
+        let flags = if end { END_STREAM } else { 0 };
+        Head::new(Kind::Data, flags, id).encode(len, &mut self.buf);
+        if len < CHAIN {
+            self.buf.extend_from_slice(&payload);
+        } else {
+            self.chained.push_back((self.buf.len(), payload));
+            self.chained_len += len;
+        }
+    }
+
+    /// Queues a header block ([`super::hpack::encode`]) in a HEADERS frame, and CONTINUATION
+    /// frames when it is larger than the peer's largest frame.
+    pub(crate) fn headers(&mut self, id: StreamId, block: &[u8], end: bool) {
+        let dst = &mut self.buf;
+        let start = dst.len();
+        dst.extend_from_slice(&[0; frame::HEADER_LEN]);
+        if std::mem::take(&mut self.table_size_update) {
+            hpack::put_table_size_zero(dst);
+        }
+        dst.extend_from_slice(block);
+        let block_len = dst.len() - start - frame::HEADER_LEN;
+        let end_flag = if end { END_STREAM } else { 0 };
+        if block_len <= self.max_frame {
+            let mut head = &mut dst[start..start + frame::HEADER_LEN];
+            Head::new(Kind::Headers, end_flag | END_HEADERS, id).encode(block_len, &mut head);
+        } else {
+            split_block(dst, start, self.max_frame, id, end_flag);
+        }
+    }
+
+    pub(crate) fn reset(&mut self, id: StreamId, reason: Reason) {
+        Reset::new(id, reason).encode(&mut self.buf);
+    }
+
     /// Queues a frame. DATA larger than the peer's largest frame, and PRIORITY frames (never
     /// sent by this crate), are refused.
     pub(crate) fn buffer(&mut self, frame: Frame<Bytes>) -> Result<(), &'static str> {
-        let dst = &mut self.buf;
         match frame {
             Frame::Data(data) => {
-                let len = data.payload().len();
-                if len > self.max_frame {
+                if data.payload().len() > self.max_frame {
                     return Err("DATA frame larger than the peer's largest frame");
                 }
-                let flags = if data.is_end_stream() { END_STREAM } else { 0 };
-                Head::new(Kind::Data, flags, data.stream_id()).encode(len, dst);
-                if len < CHAIN {
-                    dst.extend_from_slice(data.payload());
-                } else {
-                    self.chained.push_back((dst.len(), data.into_payload()));
-                    self.chained_len += len;
-                }
+                let end = data.is_end_stream();
+                self.data(data.stream_id(), data.into_payload(), end);
             }
             Frame::Headers(headers) => {
                 let id = headers.stream_id();
                 let end = headers.is_end_stream();
                 let (pseudo, fields) = headers.into_parts();
-                let start = dst.len();
-                dst.extend_from_slice(&[0; frame::HEADER_LEN]);
-                if std::mem::take(&mut self.table_size_update) {
-                    hpack::put_table_size_zero(dst);
-                }
-                hpack::encode(&pseudo, &fields, dst);
-                let block_len = dst.len() - start - frame::HEADER_LEN;
-                let end_flag = if end { END_STREAM } else { 0 };
-                if block_len <= self.max_frame {
-                    let mut head = &mut dst[start..start + frame::HEADER_LEN];
-                    Head::new(Kind::Headers, end_flag | END_HEADERS, id)
-                        .encode(block_len, &mut head);
-                } else {
-                    split_block(dst, start, self.max_frame, id, end_flag);
-                }
+                let mut block = BytesMut::new();
+                hpack::encode(&pseudo, &fields, &mut block);
+                self.headers(id, &block, end);
             }
-            Frame::Settings(settings) => settings.encode(dst),
-            Frame::GoAway(go_away) => go_away.encode(dst),
-            Frame::Ping(ping) => ping.encode(dst),
-            Frame::WindowUpdate(update) => update.encode(dst),
-            Frame::Reset(reset) => reset.encode(dst),
+            Frame::Settings(settings) => settings.encode(&mut self.buf),
+            Frame::GoAway(go_away) => go_away.encode(&mut self.buf),
+            Frame::Ping(ping) => ping.encode(&mut self.buf),
+            Frame::WindowUpdate(update) => update.encode(&mut self.buf),
+            Frame::Reset(reset) => reset.encode(&mut self.buf),
             Frame::Priority(_) | Frame::PushPromise(_) => return Err("frame never sent"),
         }
         Ok(())
@@ -217,8 +235,7 @@ mod tests {
     use super::*;
     use futures_util::StreamExt;
     use h2::Codec;
-    use h2::Reason;
-    use h2::frame::{BytesStr, GoAway, Ping, Pseudo, Reset, Settings, WindowUpdate};
+    use h2::frame::{BytesStr, GoAway, Ping, Pseudo, Settings, WindowUpdate};
     use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
     use tokio::io::AsyncWriteExt;
 
