@@ -115,9 +115,19 @@ struct State {
     client_resets: u32,
     /// What the buffered small DATA frames cost (see [`SMALL_FRAME`]).
     small_frames: usize,
-    /// Header blocks are encoded here and split off.
+    /// Header blocks are encoded here and split off, and a request's authority and path are
+    /// copied here for its `Uri`.
     blocks: BytesMut,
+    /// The queues of ended streams, for new ones.
+    spare: Vec<Queues>,
 }
+
+/// A stream's queues: what it received, what it sends.
+type Queues = (VecDeque<Bytes>, VecDeque<Out>);
+
+/// Queues of ended streams kept for new ones, and the largest kept.
+const MAX_SPARE: usize = 32;
+const MAX_SPARE_CAPACITY: usize = 16;
 
 #[derive(Default)]
 struct StreamState {
@@ -171,11 +181,27 @@ pub(crate) fn encode_block(shared: &Shared, pseudo: &Pseudo, fields: &HeaderMap)
 
 impl State {
     fn encode_block(&mut self, pseudo: &Pseudo, fields: &HeaderMap) -> Bytes {
+        self.make_room();
+        hpack::encode(pseudo, fields, &mut self.blocks);
+        self.blocks.split().freeze()
+    }
+
+    /// A copy of `bytes` that shares an allocation with others.
+    fn share(&mut self, bytes: &[u8]) -> Bytes {
+        self.make_room();
+        self.blocks.extend_from_slice(bytes);
+        self.blocks.split().freeze()
+    }
+
+    fn make_room(&mut self) {
         if self.blocks.capacity() < BLOCK_ROOM / 4 {
             self.blocks.reserve(BLOCK_ROOM);
         }
-        hpack::encode(pseudo, fields, &mut self.blocks);
-        self.blocks.split().freeze()
+    }
+
+    /// Queues for a new stream: an ended stream's, or new ones.
+    fn queues(&mut self) -> Queues {
+        self.spare.pop().unwrap_or_default()
     }
 
     fn error(&self) -> h2::Error {
@@ -317,7 +343,15 @@ impl State {
             // A stream that ran its course makes up for a reset one.
             self.client_resets = self.client_resets.saturating_sub(1);
         }
-        self.streams.remove(&id);
+        if let Some(StreamState {
+            mut recv, queue, ..
+        }) = self.streams.remove(&id)
+            && self.spare.len() < MAX_SPARE
+            && recv.capacity().max(queue.capacity()) <= MAX_SPARE_CAPACITY
+        {
+            recv.clear();
+            self.spare.push((recv, queue));
+        }
         self.release_conn(buffered);
         self.wake_ready();
         // Client: the driver ends once a connection going away has no stream left.
@@ -445,13 +479,16 @@ pub(crate) fn send_request(
     }
     let id = state.next_id;
     state.next_id += 2;
+    let (recv, mut queue) = state.queues();
+    queue.push_back(Out::Headers(block, end));
     let stream = StreamState {
         recv_window: i64::from(state.config.stream_window),
         send_window: state.peer_initial_window,
         send_end: end,
         // The response future (then the response body) and the request body.
         handles: 2,
-        queue: VecDeque::from([Out::Headers(block, end)]),
+        recv,
+        queue,
         ..StreamState::default()
     };
     state.streams.insert(id, stream);
@@ -585,6 +622,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             client_resets: 0,
             small_frames: 0,
             blocks: BytesMut::new(),
+            spare: Vec::new(),
         };
         let driver = Self {
             codec,
@@ -826,7 +864,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
                 return Ok(());
             }
         };
-        let Some(request) = request_head(&pseudo, fields) else {
+        let Some(request) = request_head(state, &pseudo, fields) else {
             state.reset_stream(id, Reason::PROTOCOL_ERROR);
             return Ok(());
         };
@@ -834,9 +872,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             state.reset_stream(id, Reason::PROTOCOL_ERROR);
             return Ok(());
         }
+        let (recv, queue) = state.queues();
         state.streams.insert(
             id,
             StreamState {
+                recv,
+                queue,
                 recv_end: end,
                 recv_window: i64::from(state.config.stream_window),
                 send_window: state.peer_initial_window,
@@ -1247,7 +1288,7 @@ fn content_length(fields: &HeaderMap) -> Result<Option<u64>, ()> {
 }
 
 /// The request head from the pseudo-header fields (§8.3.1), or `None` when malformed.
-fn request_head(pseudo: &Pseudo, fields: HeaderMap) -> Option<Request<()>> {
+fn request_head(state: &mut State, pseudo: &Pseudo, fields: HeaderMap) -> Option<Request<()>> {
     let method = pseudo.method.clone()?;
     // No extended CONNECT (not advertised), and a request has no status.
     if pseudo.protocol.is_some() || pseudo.status.is_some() {
@@ -1255,7 +1296,8 @@ fn request_head(pseudo: &Pseudo, fields: HeaderMap) -> Option<Request<()>> {
     }
     let mut parts = uri::Parts::default();
     if let Some(authority) = &pseudo.authority {
-        parts.authority = Some(uri::Authority::try_from(authority.as_ref() as &[u8]).ok()?);
+        let authority = state.share(authority.as_ref());
+        parts.authority = Some(uri::Authority::from_maybe_shared(authority).ok()?);
     }
     if method == Method::CONNECT {
         if pseudo.scheme.is_some() || pseudo.path.is_some() || parts.authority.is_none() {
@@ -1271,7 +1313,8 @@ fn request_head(pseudo: &Pseudo, fields: HeaderMap) -> Option<Request<()>> {
         if parts.authority.is_some() {
             parts.scheme = Some(scheme);
         }
-        parts.path_and_query = Some(uri::PathAndQuery::try_from(path).ok()?);
+        let path = state.share(path.as_bytes());
+        parts.path_and_query = Some(uri::PathAndQuery::from_maybe_shared(path).ok()?);
     }
     let mut request = Request::new(());
     *request.method_mut() = method;
