@@ -7,6 +7,7 @@
 #   l7proxy/bench/instructions.sh                       # from the repository root
 #   PROTO=h2 REQUESTS=30000 l7proxy/bench/instructions.sh
 #   KEEP=/tmp/cg.out l7proxy/bench/instructions.sh      # keep the profile (callgrind_annotate)
+#   CG_OPTS=--dump-instr=yes KEEP=/tmp/cg.out ...       # per instruction, for atomics.py
 #
 # Needs valgrind and h2load. Addresses: endpoint 127.0.0.1:18080, proxy 127.0.0.3:{8080,8081}.
 set -euo pipefail
@@ -30,7 +31,7 @@ trap cleanup EXIT
 
 "$bin/hello" 127.0.0.1:18080 1 >/dev/null &
 pids+=($!)
-valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
+valgrind --tool=callgrind ${CG_OPTS:-} --callgrind-out-file="$work/cg.out" \
     "$bin/bench_proxy" 127.0.0.3 127.0.0.1:18080 1 >/dev/null 2>"$work/valgrind.err" &
 proxy=$!
 pids+=($proxy)

@@ -50,8 +50,13 @@ impl Hold {
     }
 
     /// Holds back wakes from now on, forgetting any held back so far.
+    ///
+    /// A plain store (a sequentially consistent one is a locked `xchg` on x86, several per
+    /// request here): a wake that does not see it yet passes to the task, and one that does
+    /// is seen by [`Hold::release`]'s swap, both read-modify-writes of the same location,
+    /// so no wake is lost whatever the ordering.
     pub(super) fn hold(&self) {
-        self.state.store(HOLD, Ordering::SeqCst);
+        self.state.store(HOLD, Ordering::Release);
     }
 
     /// Lets wakes pass again; returns whether one was held back since [`Hold::hold`].

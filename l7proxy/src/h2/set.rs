@@ -26,6 +26,9 @@ pub(super) struct StreamSet<F> {
     free: Vec<usize>,
     spare: Vec<Pin<Box<F>>>,
     ready: Arc<Ready>,
+    /// The woken slots this round polls, taken from `ready` at once (one lock, not one per
+    /// slot).
+    batch: VecDeque<usize>,
     len: usize,
 }
 
@@ -72,6 +75,7 @@ impl<F: Future<Output = ()>> StreamSet<F> {
                 queue: Mutex::new(VecDeque::new()),
                 owner,
             }),
+            batch: VecDeque::new(),
             len: 0,
         }
     }
@@ -113,18 +117,16 @@ impl<F: Future<Output = ()>> StreamSet<F> {
     }
 
     /// Polls the streams woken so far (each once at most): ready with `Some` when one has
-    /// finished, `None` when none is left. Pending otherwise; when it stopped with streams still
-    /// woken, it has woken the owner.
+    /// finished, `None` when none is left. Pending otherwise; streams woken while it polled
+    /// have woken the owner.
     pub(super) fn poll_next(&mut self) -> Poll<Option<()>> {
         if self.len == 0 {
             return Poll::Ready(None);
         }
-        let mut budget = lock(&self.ready.queue).len();
-        while budget > 0 {
-            budget -= 1;
-            let Some(index) = lock(&self.ready.queue).pop_front() else {
-                return Poll::Pending;
-            };
+        if self.batch.is_empty() {
+            std::mem::swap(&mut self.batch, &mut *lock(&self.ready.queue));
+        }
+        while let Some(index) = self.batch.pop_front() {
             let slot = &mut self.slots[index];
             slot.wake.queued.store(false, Ordering::Release);
             let Some(future) = &mut slot.future else {
@@ -141,10 +143,6 @@ impl<F: Future<Output = ()>> StreamSet<F> {
                 self.len -= 1;
                 return Poll::Ready(Some(()));
             }
-        }
-        if !lock(&self.ready.queue).is_empty() {
-            // Woken again while polled: come back through the owner.
-            self.ready.owner.wake_by_ref();
         }
         Poll::Pending
     }
@@ -201,5 +199,27 @@ mod tests {
         assert_eq!(finished, 3);
         assert!(set.is_empty());
         assert_eq!(set.poll_next(), Poll::Ready(None));
+    }
+
+    #[test]
+    fn a_stream_woken_while_polled_waits_for_the_next_round_and_wakes_the_owner() {
+        let owner = Arc::new(Count(AtomicUsize::new(0)));
+        let mut set = StreamSet::new(Waker::from(owner.clone()));
+        let polls = Arc::new(AtomicUsize::new(0));
+        let counted = polls.clone();
+        set.push(std::future::poll_fn(move |cx| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            cx.waker().wake_by_ref();
+            Poll::<()>::Pending
+        }));
+        assert_eq!(set.poll_next(), Poll::Pending);
+        assert_eq!(polls.load(Ordering::SeqCst), 1, "polled once per round");
+        assert_eq!(
+            owner.0.load(Ordering::SeqCst),
+            1,
+            "the owner is woken for the next"
+        );
+        assert_eq!(set.poll_next(), Poll::Pending);
+        assert_eq!(polls.load(Ordering::SeqCst), 2);
     }
 }
