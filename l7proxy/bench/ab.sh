@@ -29,6 +29,7 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 # shellcheck source=common.sh
 . l7proxy/bench/common.sh
+ports_free 127.0.0.1:18080 127.0.0.3:8081 127.0.0.5:8081
 
 "${client[@]}" target/release/examples/hello 127.0.0.1:18080 1 >/dev/null &
 pids+=($!)

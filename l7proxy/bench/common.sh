@@ -11,6 +11,18 @@ wait_port() { # host port
     exit 1
 }
 
+# Refuses to start when something already listens where the benchmark's own processes will:
+# a process left from an earlier run would answer in their place (and unpinned).
+ports_free() { # host:port...
+    local addr
+    for addr in "$@"; do
+        if (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}") 2>/dev/null; then
+            echo "something already listens on $addr: stop it first" >&2
+            exit 1
+        fi
+    done
+}
+
 cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # user system
 ticks=$(getconf CLK_TCK)
 

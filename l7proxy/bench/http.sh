@@ -64,6 +64,9 @@ trap cleanup EXIT
 # shellcheck source=common.sh
 . l7proxy/bench/common.sh
 
+ports_free 127.0.0.1:18080 "$HAPROXY_IP:8080" "$HAPROXY_IP:8081" "$PEERD_IP:8080" "$PEERD_IP:8081" \
+    "$BARE_IP:8080"
+
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 "${client[@]}" "$bin/hello" "$BACKEND" "$BACKEND_THREADS" >/dev/null &

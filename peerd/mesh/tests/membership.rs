@@ -90,7 +90,10 @@ fn a_cut_between_clusters_heals_without_restarts() {
     assert_eq!(sim.state(0, 1), Some(NodeState::Alive));
     assert_eq!(sim.state(2, 3), Some(NodeState::Alive));
     sim.heal();
-    sim.run_until(Duration::from_secs(15), Sim::converged)
+    // Simulated time. The heal is fast in most runs and slow in some: over 200 runs, median
+    // 0.66 s, 90th percentile 10.5 s, slowest 40.4 s (foca's announcements to down members
+    // pick them at random). 15 s failed about one run in nine.
+    sim.run_until(Duration::from_secs(60), Sim::converged)
         .expect("reconverges after the cut");
 }
 
