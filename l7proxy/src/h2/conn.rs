@@ -173,13 +173,9 @@ enum Out {
 /// Room for header blocks taken at a time: blocks share it until all of them are gone.
 const BLOCK_ROOM: usize = 4096;
 
-/// Encodes a header block, once: the encoding has no state ([`super::hpack`]), so a block
-/// goes on any connection, and a request sent again costs nothing more.
-pub(crate) fn encode_block(shared: &Shared, pseudo: &Pseudo, fields: &HeaderMap) -> Bytes {
-    shared.lock().encode_block(pseudo, fields)
-}
-
 impl State {
+    /// Encodes a header block, once: the encoding has no state ([`super::hpack`]), so a block
+    /// goes on any connection, and a request sent again costs nothing more.
     fn encode_block(&mut self, pseudo: &Pseudo, fields: &HeaderMap) -> Bytes {
         self.make_room();
         hpack::encode(pseudo, fields, &mut self.blocks);
@@ -1424,9 +1420,11 @@ impl<'a> Respond<'a> {
         end: bool,
     ) -> Result<SendBody<&'a Shared>, h2::Error> {
         let (parts, ()) = response.into_parts();
-        let block = encode_block(self.shared, &Pseudo::response(parts.status), &parts.headers);
+        let mut state = self.shared.lock();
+        let block = state.encode_block(&Pseudo::response(parts.status), &parts.headers);
         // The body handle is one more on the stream.
-        queue(self.shared, self.id, Out::Headers(block, end), end, 1)?;
+        queue_locked(&mut state, self.id, Out::Headers(block, end), end, 1)?;
+        drop(state);
         Ok(SendBody {
             id: self.id,
             shared: self.shared,
@@ -1448,8 +1446,17 @@ impl Drop for Respond<'_> {
 /// Queues `out` on stream `id` (with `end`, the last of what it sends) and counts
 /// `new_handles` more handles on it.
 fn queue(shared: &Shared, id: u32, out: Out, end: bool, new_handles: u8) -> Result<(), h2::Error> {
-    let mut guard = shared.lock();
-    let state = &mut *guard;
+    queue_locked(&mut shared.lock(), id, out, end, new_handles)
+}
+
+/// [`queue`] under a lock the caller holds (a header block encoded under the same lock).
+fn queue_locked(
+    state: &mut State,
+    id: u32,
+    out: Out,
+    end: bool,
+    new_handles: u8,
+) -> Result<(), h2::Error> {
     let Some(stream) = state.streams.get_mut(&id) else {
         return Err(state.error());
     };
@@ -1509,8 +1516,9 @@ impl<S: Deref<Target = Shared>> SendBody<S> {
     }
 
     pub(crate) fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), h2::Error> {
-        let block = encode_block(&self.shared, &Pseudo::default(), &trailers);
-        queue(&self.shared, self.id, Out::Headers(block, true), true, 0)
+        let mut state = self.shared.lock();
+        let block = state.encode_block(&Pseudo::default(), &trailers);
+        queue_locked(&mut state, self.id, Out::Headers(block, true), true, 0)
     }
 
     pub(crate) fn send_reset(&mut self, reason: Reason) {

@@ -16,7 +16,7 @@
 
 use bytes::{BufMut, BytesMut};
 use h2::frame::Pseudo;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, StatusCode};
 
 /// A dynamic table size update to 0 (§6.3): sent first in the block after the peer changed
 /// SETTINGS_HEADER_TABLE_SIZE, which a decoder may require when the size went down (§4.2).
@@ -28,28 +28,16 @@ pub(crate) fn put_table_size_zero(dst: &mut BytesMut) {
 /// Encodes a header block: the pseudo-header fields first, then `fields`.
 pub(crate) fn encode(pseudo: &Pseudo, fields: &HeaderMap, dst: &mut BytesMut) {
     if let Some(method) = &pseudo.method {
-        match *method {
-            Method::GET => put_indexed(dst, 2),
-            Method::POST => put_indexed(dst, 3),
-            _ => put_literal(dst, 2, method.as_str().as_bytes(), false),
-        }
+        put_pseudo(dst, 2, method.as_str(), &[("GET", 2), ("POST", 3)]);
     }
     if let Some(scheme) = &pseudo.scheme {
-        match &**scheme {
-            "http" => put_indexed(dst, 6),
-            "https" => put_indexed(dst, 7),
-            other => put_literal(dst, 6, other.as_bytes(), false),
-        }
+        put_pseudo(dst, 6, scheme, &[("http", 6), ("https", 7)]);
     }
     if let Some(authority) = &pseudo.authority {
         put_literal(dst, 1, authority.as_ref(), false);
     }
     if let Some(path) = &pseudo.path {
-        match &**path {
-            "/" => put_indexed(dst, 4),
-            "/index.html" => put_indexed(dst, 5),
-            other => put_literal(dst, 4, other.as_bytes(), false),
-        }
+        put_pseudo(dst, 4, path, &[("/", 4), ("/index.html", 5)]);
     }
     if let Some(protocol) = &pseudo.protocol {
         put_new_name(dst, b":protocol", protocol.as_str().as_bytes(), false);
@@ -68,6 +56,15 @@ pub(crate) fn encode(pseudo: &Pseudo, fields: &HeaderMap, dst: &mut BytesMut) {
             Some(index) => put_literal(dst, index, value_bytes, value.is_sensitive()),
             None => put_new_name(dst, name.as_bytes(), value_bytes, value.is_sensitive()),
         }
+    }
+}
+
+/// A pseudo-header field: indexed when the static table holds it whole (`whole`: value and
+/// index), else a literal with the static table's name at `name_index`.
+fn put_pseudo(dst: &mut BytesMut, name_index: usize, value: &str, whole: &[(&str, usize)]) {
+    match whole.iter().find(|(v, _)| *v == value) {
+        Some(&(_, index)) => put_indexed(dst, index),
+        None => put_literal(dst, name_index, value.as_bytes(), false),
     }
 }
 
@@ -184,6 +181,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use h2::frame::BytesStr;
+    use http::Method;
 
     fn text(s: &'static str) -> BytesStr {
         BytesStr::try_from(Bytes::from_static(s.as_bytes())).unwrap()
