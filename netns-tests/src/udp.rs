@@ -117,7 +117,11 @@ impl UdpSink {
                     Ok(_) => {
                         counter.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                        ) => {}
                     Err(e) => return Err(e).context("udp sink receive"),
                 }
             }

@@ -86,7 +86,11 @@ impl UdpProbe {
                         .lock()
                         .map_err(|_| anyhow!("poisoned"))?
                         .push(Instant::now()),
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                        ) => {}
                     Err(e) => return Err(e).context("udp probe receive"),
                 }
             }

@@ -52,6 +52,7 @@ fn raw(ns: &netns_tests::Netns, target: SocketAddr, bytes: Vec<u8>, half_close: 
             match s.read(&mut buf) {
                 Ok(0) => break true,
                 Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     break false;
                 }
