@@ -5,10 +5,15 @@
 # then the proxies' memory with 10,000 idle keep-alive client connections.
 #
 #   l7proxy/bench/http.sh                  # from the repository root; no root needed
-#   DURATION=15s CONNS=64 H2_REQUESTS=200000 ROUNDS=3 PEERD_THREADS=1 BACKEND_THREADS=1 \
-#       IDLE=10000 l7proxy/bench/http.sh
+#   DURATION=8s CONNS=64 H2_REQUESTS=100000 ROUNDS=6 PEERD_THREADS=1 BACKEND_THREADS=1 \
+#       IDLE=10000 KEEP_LOGS=DIR l7proxy/bench/http.sh
 #
-# Each round runs every target once, in turn; the table shows per-column medians over the rounds.
+# Each round runs every target once, in turn, HAProxy before peerd in odd rounds and after it in
+# even ones; the table shows per-column medians over the rounds, and the lines below it each
+# round's peerd/HAProxy p99 ratio. This VM stalls now and then for a second or so (h2load
+# against the endpoint alone shows it too: l7proxy/bench/stalls.sh); a stall decides the p99 of
+# the run it falls in, so many short rounds, alternating, spread the stalls over both proxies.
+# KEEP_LOGS=DIR keeps h2load's per-request logs there (ROUND.TARGET.log) for stalls.sh.
 # cpu_us is the CPU time (user + system) of the process in front of the client (the endpoint for
 # "direct", else the proxy) per request, user_us its user-space part: unlike rps they hold up
 # when other work shares the cores.
@@ -26,10 +31,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-DURATION=${DURATION:-15s}
+DURATION=${DURATION:-8s}
 CONNS=${CONNS:-64}
-H2_REQUESTS=${H2_REQUESTS:-200000}
-ROUNDS=${ROUNDS:-3}
+H2_REQUESTS=${H2_REQUESTS:-100000}
+ROUNDS=${ROUNDS:-6}
+KEEP_LOGS=${KEEP_LOGS:-}
 PIN=${PIN:-1}
 PEERD_THREADS=${PEERD_THREADS:-1}
 BACKEND_THREADS=${BACKEND_THREADS:-1}
@@ -153,8 +159,11 @@ sleep 1
 mem_haproxy=$(idle_rss "$haproxy_pid" "$HAPROXY_IP:8080")
 
 : >"$work/results"
+[ -z "$KEEP_LOGS" ] || mkdir -p "$KEEP_LOGS"
 for round in $(seq "$ROUNDS"); do
-    for target in direct haproxy peerd bare-hyper; do
+    order="direct haproxy peerd bare-hyper"
+    [ $((round % 2)) = 0 ] && order="direct peerd haproxy bare-hyper"
+    for target in $order; do
         case $target in
             direct) pid=$backend_pid h1=$BACKEND h2=$BACKEND ;;
             haproxy) pid=$haproxy_pid h1=$HAPROXY_IP:8080 h2=$HAPROXY_IP:8081 ;;
@@ -162,11 +171,12 @@ for round in $(seq "$ROUNDS"); do
             bare-hyper) pid=$bare_pid h1=$BARE_IP:8080 h2= ;;
         esac
         r1=$(measure "$pid" run_wrk "$h1")
-        echo "$target h1 $r1" >>"$work/results"
+        echo "$target h1 $r1 $round" >>"$work/results"
         r2="-"
         if [ -n "$h2" ]; then
             r2=$(measure "$pid" run_h2load "$h2")
-            echo "$target h2 $r2" >>"$work/results"
+            echo "$target h2 $r2 $round" >>"$work/results"
+            [ -z "$KEEP_LOGS" ] || cp "$work/h2.log" "$KEEP_LOGS/$round.$target.log"
         fi
         echo "round $round $target  HTTP/1.1: $r1   HTTP/2: $r2" >&2
     done
@@ -202,6 +212,18 @@ for proto in h1 h2; do
         -v p99="$pp99" -v hc="$hcpu" -v pc="$pcpu" -v hu="$huser" -v pu="$puser" 'BEGIN {
         printf "peerd/haproxy %s: rps %.2fx  p50 %.2fx  p99 %.2fx  cpu/request %.2fx  user/request %.2fx\n",
             proto, pr / hr, p50 / h50, p99 / h99, pc / hc, (hu ? pu / hu : 0) }'
+done
+# Round by round: peerd's p99 over HAProxy's, and in how many rounds it was no worse.
+for proto in h1 h2; do
+    awk -v proto="$proto" '$2 == proto && $1 == "haproxy" { h[$8] = $5 }
+        $2 == proto && $1 == "peerd" { p[$8] = $5 }
+        END {
+            for (r = 1; r in h; r++) {
+                line = line sprintf(" %.2f", p[r] / h[r]); n++
+                if (p[r] <= h[r]) ok++
+            }
+            printf "peerd/haproxy %s p99 by round:%s (no worse in %d of %d)\n", proto, line, ok, n
+        }' "$work/results"
 done
 read -r br _ _ bcpu <<<"${result[bare-hyper.h1]}"
 read -r pr _ _ pcpu <<<"${result[peerd.h1]}"
