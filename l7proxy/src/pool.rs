@@ -31,6 +31,14 @@ const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// After a failed HTTP/2 dial, requests queued behind it fail at once for this long instead of
 /// each dialing (and perhaps timing out) in turn.
 const H2_FAST_FAIL: Duration = Duration::from_millis(250);
+/// Keepalive of HTTP/2 connections to endpoints: a PING after 10 s without a frame, dropped
+/// 20 s later without an answer (hyper's default timeout); closed after as long without a
+/// stream as an idle HTTP/1.1 connection is kept.
+const H2_KEEPALIVE: conn::Keepalive = conn::Keepalive {
+    interval: Duration::from_secs(10),
+    timeout: Duration::from_secs(20),
+    idle: IDLE_TIMEOUT,
+};
 /// HTTP/2 settings towards endpoints (hyper's client defaults): flow-control windows large
 /// enough for a fast endpoint on a fast network, and at most this much buffered per stream.
 const H2_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
@@ -380,7 +388,7 @@ impl Upstream {
         };
         let driven = shared.clone();
         tokio::spawn(async move {
-            driver.run(driven).await;
+            driver.run(driven, H2_KEEPALIVE).await;
             tracing::debug!(%addr, "upstream HTTP/2 connection ended");
         });
         Ok(H2Conn { shared })

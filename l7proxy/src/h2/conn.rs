@@ -28,6 +28,7 @@ use std::ops::Deref;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
@@ -544,6 +545,33 @@ impl Drop for ResponseFuture {
     }
 }
 
+/// Client: how [`Driver::run`] looks after a connection the endpoint has gone quiet on (as
+/// hyper's and linkerd2-proxy's HTTP/2 clients do): an endpoint whose host died without a word
+/// (no FIN, no RST) would otherwise keep its connection, and the requests put on it, until TCP
+/// gives up, many minutes later.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Keepalive {
+    /// Silence (no frame received) after which the endpoint is sent a PING.
+    pub(crate) interval: Duration,
+    /// How long a PING may go without any frame back before the connection is dropped.
+    pub(crate) timeout: Duration,
+    /// A connection without a stream for this long is closed (GOAWAY): the next request dials
+    /// afresh.
+    pub(crate) idle: Duration,
+}
+
+/// The PING payload of keepalives.
+const KEEPALIVE_PING: [u8; 8] = *b"peerd-ka";
+
+/// Where [`Driver::run`]'s keepalive stands.
+struct Watch {
+    config: Keepalive,
+    /// A PING is out and nothing has come back since.
+    pinged: bool,
+    /// Time without a stream, counted in timer periods.
+    idle: Duration,
+}
+
 /// Reads and writes the connection; hands out new requests.
 pub(crate) struct Driver<T> {
     /// Reads frames; writes go through `writer`, to the socket the codec holds.
@@ -554,6 +582,8 @@ pub(crate) struct Driver<T> {
     got_settings: bool,
     /// The socket is done (end, error or a connection error sent): flush and stop.
     closing: bool,
+    /// A frame arrived since the keepalive last looked (client).
+    heard: bool,
 }
 
 /// A new request and the handle to answer it.
@@ -626,6 +656,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             accepted: VecDeque::new(),
             got_settings: false,
             closing: false,
+            heard: false,
         };
         (
             driver,
@@ -666,13 +697,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     }
 
     /// Client: drives the connection until it is over: failed, gone away with no stream left,
-    /// or without a stream and without anybody who could open one (the pool let it go).
-    pub(crate) async fn run(mut self, shared: Arc<Shared>) {
+    /// or without a stream and without anybody who could open one (the pool let it go). One
+    /// timer keeps watch ([`Keepalive`]): it is reset once per period, not per frame.
+    pub(crate) async fn run(mut self, shared: Arc<Shared>, keepalive: Keepalive) {
+        let mut watch = Watch {
+            config: keepalive,
+            pinged: false,
+            idle: Duration::ZERO,
+        };
+        let mut timer = std::pin::pin!(tokio::time::sleep(keepalive.interval));
         std::future::poll_fn(|cx| {
             let mut state = shared.lock();
             // What this poll queues itself goes out below: no wake for it.
             state.driver = None;
             self.poll_read(cx, &mut state);
+            while !self.closing && timer.as_mut().poll(cx).is_ready() {
+                let next = self.keep_watch(&mut state, &mut watch);
+                timer.as_mut().reset(tokio::time::Instant::now() + next);
+            }
             let flushed = self.poll_write(cx, &mut state);
             let unused = state.streams.is_empty() && Arc::strong_count(&shared) == 1;
             if (self.is_over(&state) || unused) && flushed.is_ready() {
@@ -684,12 +726,52 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         .await;
     }
 
+    /// Client: the keepalive timer is up. Counts the period as idle if no stream is open
+    /// (closing the connection once idle long enough), then: heard from the endpoint, wait
+    /// another interval; else PING it, or, if it was pinged, drop the connection. Returns the
+    /// next period.
+    fn keep_watch(&mut self, state: &mut State, watch: &mut Watch) -> Duration {
+        let config = watch.config;
+        let period = if watch.pinged {
+            config.timeout
+        } else {
+            config.interval
+        };
+        watch.idle = if state.streams.is_empty() {
+            watch.idle + period
+        } else {
+            Duration::ZERO
+        };
+        if watch.idle >= config.idle && !state.going_away {
+            tracing::debug!(idle = ?watch.idle, "closing an idle upstream HTTP/2 connection");
+            state.going_away = true;
+            state.send_control(GoAway::new(StreamId::zero(), Reason::NO_ERROR).into());
+            state.wake_ready();
+        }
+        if std::mem::take(&mut self.heard) {
+            watch.pinged = false;
+        } else if !watch.pinged {
+            state.send_control(Ping::new(KEEPALIVE_PING).into());
+            watch.pinged = true;
+        } else {
+            tracing::debug!(timeout = ?config.timeout, "no answer to a keepalive PING");
+            let why = "no answer to a keepalive PING".to_string();
+            self.fail(state, ProtoError::Io(io::ErrorKind::TimedOut, Some(why)));
+        }
+        if watch.pinged {
+            config.timeout
+        } else {
+            config.interval
+        }
+    }
+
     /// Reads and handles what the peer sent, up to a new stream (server) or until nothing is
     /// left to read.
     fn poll_read(&mut self, cx: &mut Context<'_>, state: &mut State) {
         while !self.closing {
             match Pin::new(&mut self.codec).poll_next(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
+                    self.heard = true;
                     if let Err(error) = self.recv_frame(state, frame) {
                         self.fail(state, error);
                     }
@@ -1551,5 +1633,160 @@ impl<S: Deref<Target = Shared>> SendBody<S> {
 impl<S: Deref<Target = Shared>> Drop for SendBody<S> {
     fn drop(&mut self) {
         self.shared.lock().drop_handle(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    const SETTINGS: u8 = 0x4;
+    const PING: u8 = 0x6;
+    const GOAWAY: u8 = 0x7;
+    const ACK: u8 = 0x1;
+
+    fn config() -> Config {
+        Config {
+            stream_window: 65_535,
+            conn_window: 65_535,
+            max_concurrent_streams: 100,
+            max_header_list_size: 16 * 1024,
+            max_send_buffer: 64 * 1024,
+        }
+    }
+
+    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let len = (payload.len() as u32).to_be_bytes();
+        let mut out = vec![len[1], len[2], len[3], kind, flags, 0, 0, 0, 0];
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// A fake endpoint on loopback: reads the client's preface, sends its SETTINGS, then
+    /// reports every frame it reads (type, flags, payload), acknowledging PINGs if `pong`.
+    /// The channel closes when the client closes the connection.
+    async fn endpoint(
+        keepalive: Keepalive,
+        pong: bool,
+    ) -> (
+        Arc<Shared>,
+        tokio::task::JoinHandle<()>,
+        mpsc::UnboundedReceiver<(u8, u8, Vec<u8>)>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let io = TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+        let (driver, shared) = Driver::client(io, config()).await.expect("client");
+        let run = tokio::spawn(driver.run(shared.clone(), keepalive));
+        let mut preface = [0u8; 24];
+        server.read_exact(&mut preface).await.expect("preface");
+        assert_eq!(&preface, PREFACE);
+        server
+            .write_all(&frame(SETTINGS, 0, &[]))
+            .await
+            .expect("server settings");
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let mut head = [0u8; 9];
+                if server.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                let mut payload = vec![0; len];
+                if server.read_exact(&mut payload).await.is_err() {
+                    return;
+                }
+                if pong && head[3] == PING && head[4] & ACK == 0 {
+                    let _ = server.write_all(&frame(PING, ACK, &payload)).await;
+                }
+                let _ = tx.send((head[3], head[4], payload));
+            }
+        });
+        (shared, run, rx)
+    }
+
+    fn pings(frames: &[(u8, u8, Vec<u8>)]) -> usize {
+        frames
+            .iter()
+            .filter(|(kind, flags, payload)| {
+                *kind == PING && flags & ACK == 0 && payload.as_slice() == KEEPALIVE_PING
+            })
+            .count()
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_stops_answering_is_pinged_then_dropped() {
+        let keepalive = Keepalive {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(200),
+            idle: Duration::from_secs(3600),
+        };
+        let start = Instant::now();
+        let (shared, run, mut rx) = endpoint(keepalive, false).await;
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("the connection to a silent endpoint was not dropped within 5 s")
+            .expect("driver task");
+        let took = start.elapsed();
+        assert!(
+            took >= keepalive.interval + keepalive.timeout,
+            "dropped after {took:?}, before a PING could time out"
+        );
+        assert!(
+            shared.is_closed(),
+            "a dropped connection still takes streams"
+        );
+        let mut frames = Vec::new();
+        while let Some(frame) = rx.recv().await {
+            frames.push(frame); // ends when the client closes the socket
+        }
+        assert_eq!(pings(&frames), 1, "frames the endpoint got: {frames:?}");
+    }
+
+    #[tokio::test]
+    async fn an_answering_endpoint_keeps_its_connection_until_it_has_idled() {
+        let keepalive = Keepalive {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(100),
+            idle: Duration::from_millis(1500),
+        };
+        let (shared, mut run, mut rx) = endpoint(keepalive, true).await;
+        // Several keepalive rounds, answered: the connection stays.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(
+            !run.is_finished(),
+            "an answering endpoint's connection was dropped"
+        );
+        assert!(
+            !shared.is_closed(),
+            "an answering endpoint's connection takes no streams"
+        );
+        tokio::time::timeout(Duration::from_secs(5), &mut run)
+            .await
+            .expect("an idle connection was not closed within 5 s")
+            .expect("driver task");
+        assert!(
+            shared.is_closed(),
+            "a closed connection still takes streams"
+        );
+        let mut frames = Vec::new();
+        while let Some(frame) = rx.recv().await {
+            frames.push(frame);
+        }
+        assert!(pings(&frames) >= 3, "frames the endpoint got: {frames:?}");
+        let goaway = frames
+            .iter()
+            .find(|(kind, _, _)| *kind == GOAWAY)
+            .unwrap_or_else(|| panic!("no GOAWAY among {frames:?}"));
+        assert_eq!(&goaway.2[4..8], &[0, 0, 0, 0], "GOAWAY is not NO_ERROR");
     }
 }
