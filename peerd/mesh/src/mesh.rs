@@ -157,6 +157,10 @@ pub struct Mesh {
     seeds: Vec<SocketAddr>,
     next_seed_hello: Instant,
     next_anti_entropy: Instant,
+    /// When foca's suspects were first seen suspect, by identity and incarnation (see
+    /// [`Mesh::expire_suspects`]); checked every half `suspect_to_down`.
+    suspect_since: HashMap<(Member, foca::Incarnation), Instant>,
+    next_suspect_check: Instant,
     cached_until: HashMap<NodeId, Instant>,
     dead_since: HashMap<NodeId, Instant>,
     /// When we last greeted each address, and whether that hello asked for a reply.
@@ -221,6 +225,8 @@ impl Mesh {
         rt.set_now(now);
         Ok(Self {
             next_anti_entropy: now + config.anti_entropy,
+            suspect_since: HashMap::new(),
+            next_suspect_check: now + config.suspect_to_down / 2,
             config,
             me,
             own: record,
@@ -329,6 +335,10 @@ impl Mesh {
         if self.foca.num_members() == 0 && now >= self.next_seed_hello {
             self.greet_seeds(now);
         }
+        if now >= self.next_suspect_check {
+            self.next_suspect_check = now + self.config.suspect_to_down / 2;
+            self.expire_suspects(now);
+        }
         let before = self.cached_until.len();
         self.cached_until.retain(|_, until| *until > now);
         if self.cached_until.len() != before {
@@ -354,6 +364,43 @@ impl Mesh {
         self.flush(now, wall);
     }
 
+    /// Declares down the members suspect for twice `suspect_to_down` without refuting. foca
+    /// does so from a timer it arms when its own probe of a member fails, and it drops every
+    /// such timer when it learns that this node was itself declared down (and rejoins under a
+    /// new generation): the suspects it held then, and those it learns of by gossip, stay
+    /// suspect until they refute, which they do only if word of the suspicion reaches them.
+    /// After a partition healed, that kept a node suspect to the other side for 10 to 40 s,
+    /// until a periodic announcement happened to settle it. Down, the member's next message
+    /// gets it told so (`TurnUndead`), and it rejoins under a new generation, as after any
+    /// false suspicion.
+    fn expire_suspects(&mut self, now: Instant) {
+        let limit = self.config.suspect_to_down * 2;
+        let suspects: Vec<(Member, foca::Incarnation)> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == State::Suspect)
+            .map(|m| (m.id().clone(), m.incarnation()))
+            .collect();
+        self.suspect_since.retain(|key, _| suspects.contains(key));
+        let mut down = Vec::new();
+        for key in suspects {
+            let since = *self.suspect_since.entry(key.clone()).or_insert(now);
+            if now.duration_since(since) >= limit {
+                down.push(foca::Member::new(key.0, key.1, State::Down));
+            }
+        }
+        if down.is_empty() {
+            return;
+        }
+        for member in &down {
+            tracing::info!(node = %member.id().node_id(), "suspect too long: declared down");
+        }
+        if let Err(e) = self.foca.apply_many(down.into_iter(), true, &mut self.rt) {
+            tracing::debug!(error = %e, "cannot declare suspects down");
+        }
+        self.swim_changed();
+    }
+
     /// When [`Mesh::handle_timeout`] next has work.
     pub fn poll_timeout(&self) -> Instant {
         let mut next = self.next_anti_entropy;
@@ -362,6 +409,9 @@ impl Mesh {
         }
         if self.foca.num_members() == 0 {
             next = next.min(self.next_seed_hello);
+        }
+        if !self.suspect_since.is_empty() || self.foca.num_members() > 0 {
+            next = next.min(self.next_suspect_check);
         }
         if let Some(t) = self.cached_until.values().min() {
             next = next.min(*t);
