@@ -33,7 +33,7 @@ const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 const H2_FAST_FAIL: Duration = Duration::from_millis(250);
 /// Keepalive of HTTP/2 connections to endpoints: a PING after 10 s without a frame, dropped
 /// 20 s later without an answer (hyper's default timeout); closed after as long without a
-/// stream as an idle HTTP/1.1 connection is kept.
+/// request as an idle HTTP/1.1 connection is kept.
 const H2_KEEPALIVE: conn::Keepalive = conn::Keepalive {
     interval: Duration::from_secs(10),
     timeout: Duration::from_secs(20),

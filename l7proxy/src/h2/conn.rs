@@ -555,7 +555,7 @@ pub(crate) struct Keepalive {
     pub(crate) interval: Duration,
     /// How long a PING may go without any frame back before the connection is dropped.
     pub(crate) timeout: Duration,
-    /// A connection without a stream for this long is closed (GOAWAY): the next request dials
+    /// A connection without a request for this long is closed (GOAWAY): the next request dials
     /// afresh.
     pub(crate) idle: Duration,
 }
@@ -584,6 +584,9 @@ pub(crate) struct Driver<T> {
     closing: bool,
     /// A frame arrived since the keepalive last looked (client).
     heard: bool,
+    /// A stream's frame (HEADERS, DATA) arrived since the keepalive last looked (client): the
+    /// connection was used, even if no stream is open when it looks.
+    used: bool,
 }
 
 /// A new request and the handle to answer it.
@@ -657,6 +660,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             got_settings: false,
             closing: false,
             heard: false,
+            used: false,
         };
         (
             driver,
@@ -726,8 +730,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         .await;
     }
 
-    /// Client: the keepalive timer is up. Counts the period as idle if no stream is open
-    /// (closing the connection once idle long enough), then: heard from the endpoint, wait
+    /// Client: the keepalive timer is up. Counts the period as idle if no stream is open and
+    /// none was answered during it (closing the connection once idle long enough), then: heard from the endpoint, wait
     /// another interval; else PING it, or, if it was pinged, drop the connection. Returns the
     /// next period.
     fn keep_watch(&mut self, state: &mut State, watch: &mut Watch) -> Duration {
@@ -737,7 +741,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         } else {
             config.interval
         };
-        watch.idle = if state.streams.is_empty() {
+        let used = std::mem::take(&mut self.used);
+        watch.idle = if state.streams.is_empty() && !used {
             watch.idle + period
         } else {
             Duration::ZERO
@@ -772,6 +777,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             match Pin::new(&mut self.codec).poll_next(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     self.heard = true;
+                    self.used |= matches!(frame, Frame::Headers(_) | Frame::Data(_));
                     if let Err(error) = self.recv_frame(state, frame) {
                         self.fail(state, error);
                     }
@@ -1661,15 +1667,24 @@ mod tests {
         }
     }
 
+    const HEADERS: u8 = 0x1;
+    const END_STREAM_HEADERS: u8 = 0x5;
+
     fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        frame_on(0, kind, flags, payload)
+    }
+
+    fn frame_on(stream: u32, kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
         let len = (payload.len() as u32).to_be_bytes();
-        let mut out = vec![len[1], len[2], len[3], kind, flags, 0, 0, 0, 0];
+        let mut out = vec![len[1], len[2], len[3], kind, flags];
+        out.extend_from_slice(&stream.to_be_bytes());
         out.extend_from_slice(payload);
         out
     }
 
     /// A fake endpoint on loopback: reads the client's preface, sends its SETTINGS, then
-    /// reports every frame it reads (type, flags, payload), acknowledging PINGs if `pong`.
+    /// reports every frame it reads (type, flags, payload); if `pong`, it acknowledges PINGs
+    /// and answers every request with a bare 200.
     /// The channel closes when the client closes the connection.
     async fn endpoint(
         keepalive: Keepalive,
@@ -1707,6 +1722,12 @@ mod tests {
                 }
                 if pong && head[3] == PING && head[4] & ACK == 0 {
                     let _ = server.write_all(&frame(PING, ACK, &payload)).await;
+                }
+                if pong && head[3] == HEADERS {
+                    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+                    // 0x88: `:status: 200` from the static table.
+                    let answer = frame_on(stream, HEADERS, END_STREAM_HEADERS, &[0x88]);
+                    let _ = server.write_all(&answer).await;
                 }
                 let _ = tx.send((head[3], head[4], payload));
             }
@@ -1788,5 +1809,34 @@ mod tests {
             .find(|(kind, _, _)| *kind == GOAWAY)
             .unwrap_or_else(|| panic!("no GOAWAY among {frames:?}"));
         assert_eq!(&goaway.2[4..8], &[0, 0, 0, 0], "GOAWAY is not NO_ERROR");
+    }
+
+    #[tokio::test]
+    async fn a_connection_used_between_looks_is_not_idle() {
+        let keepalive = Keepalive {
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(100),
+            idle: Duration::from_secs(1),
+        };
+        let (shared, run, _rx) = endpoint(keepalive, true).await;
+        // A short request every 50 ms: most of the time no stream is open, but the
+        // connection is in use.
+        let start = Instant::now();
+        let mut answered = 0;
+        while start.elapsed() < Duration::from_millis(2500) {
+            let block = Bytes::from_static(&[0x82, 0x86, 0x84]); // GET http /
+            let (response, body) = send_request(&shared, block, true)
+                .unwrap_or_else(|e| panic!("after {answered} requests: {e}"));
+            let response = tokio::time::timeout(Duration::from_secs(2), response)
+                .await
+                .expect("no answer within 2 s")
+                .unwrap_or_else(|e| panic!("after {answered} requests: {e}"));
+            assert_eq!(response.status(), 200);
+            answered += 1;
+            drop((response, body)); // the stream is over: none is open while waiting
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!run.is_finished(), "a connection in use was closed as idle");
+        assert!(answered >= 10, "only {answered} requests answered");
     }
 }
