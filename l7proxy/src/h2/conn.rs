@@ -572,6 +572,17 @@ struct Watch {
     idle: Duration,
 }
 
+impl Watch {
+    /// The timer period in the current state: waiting for a PING's answer, or for silence.
+    fn period(&self) -> Duration {
+        if self.pinged {
+            self.config.timeout
+        } else {
+            self.config.interval
+        }
+    }
+}
+
 /// Reads and writes the connection; hands out new requests.
 pub(crate) struct Driver<T> {
     /// Reads frames; writes go through `writer`, to the socket the codec holds.
@@ -736,11 +747,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
     /// next period.
     fn keep_watch(&mut self, state: &mut State, watch: &mut Watch) -> Duration {
         let config = watch.config;
-        let period = if watch.pinged {
-            config.timeout
-        } else {
-            config.interval
-        };
+        let period = watch.period();
         let used = std::mem::take(&mut self.used);
         watch.idle = if state.streams.is_empty() && !used {
             watch.idle + period
@@ -763,11 +770,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
             let why = "no answer to a keepalive PING".to_string();
             self.fail(state, ProtoError::Io(io::ErrorKind::TimedOut, Some(why)));
         }
-        if watch.pinged {
-            config.timeout
-        } else {
-            config.interval
-        }
+        watch.period()
     }
 
     /// Reads and handles what the peer sent, up to a new stream (server) or until nothing is

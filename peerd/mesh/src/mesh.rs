@@ -410,7 +410,7 @@ impl Mesh {
         if self.foca.num_members() == 0 {
             next = next.min(self.next_seed_hello);
         }
-        if !self.suspect_since.is_empty() || self.foca.num_members() > 0 {
+        if self.foca.num_members() > 0 {
             next = next.min(self.next_suspect_check);
         }
         if let Some(t) = self.cached_until.values().min() {
