@@ -16,7 +16,8 @@
 //!   trailers stream frame by frame in both directions, never buffered whole.
 //! - **`tcp` ports** copy bytes between the client and one endpoint.
 //! - **Upstream connections** are pooled per endpoint: idle HTTP/1.1 keep-alive connections, and
-//!   one multiplexed HTTP/2 connection. They go through a [`Dialer`] (kernel TCP by default).
+//!   multiplexed HTTP/2 connections: one, and more while it is at the endpoint's stream limit.
+//!   They go through a [`Dialer`] (kernel TCP by default).
 //! - **Retries**: a failed connect is always retried on another endpoint; idempotent requests
 //!   with a small or empty body are also retried after a 5xx, a reset or a per-try timeout,
 //!   within a retry budget. See [`Policy`] for the limits and timeouts.

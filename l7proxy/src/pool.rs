@@ -1,11 +1,16 @@
 //! Upstream connections, pooled per endpoint: HTTP/1.1 keep-alive connections (one request at a
-//! time each, the newest ready idle one reused first) and one multiplexed HTTP/2 connection per
-//! endpoint ([`crate::h2::conn`], driven by a task of its own).
+//! time each, the newest ready idle one reused first) and multiplexed HTTP/2 connections
+//! ([`crate::h2::conn`], each driven by a task of its own): one per endpoint, more while it is
+//! at the endpoint's stream limit.
 
 use std::collections::HashMap;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use foldhash::fast;
@@ -47,6 +52,9 @@ const H2_MAX_SEND_BUFFER: usize = 1024 * 1024;
 const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
 /// Streams opened before the endpoint's SETTINGS say how many it takes.
 const H2_INITIAL_MAX_STREAMS: u32 = 100;
+/// Most HTTP/2 connections to one endpoint (of one route): with hyper's default of 200 streams
+/// per connection, 3,200 requests at once.
+const H2_MAX_CONNS_PER_ENDPOINT: usize = 16;
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -152,23 +160,51 @@ pub(crate) struct RawConn {
 
 #[derive(Default)]
 struct H2Slot {
-    conn: Mutex<Option<H2Conn>>,
-    /// Held while dialing, so that one dial serves every request waiting for the connection.
+    /// The live connections, oldest first: a stream goes on the oldest with room, so that
+    /// extra ones opened under a burst go idle (and are closed) once it is over.
+    conns: Mutex<Vec<H2Conn>>,
+    /// Held while dialing the first connection, so that one dial serves every request waiting
+    /// for it.
     dialing: tokio::sync::Mutex<Option<(Instant, io::ErrorKind)>>,
+    /// A request is dialing a connection beyond the first: the others wait for room, or for
+    /// it to be done (`grown`).
+    growing: AtomicBool,
+    grown: tokio::sync::Notify,
+}
+
+/// What an endpoint's connections offer a new stream.
+enum Room {
+    /// This one takes it.
+    On(H2Conn),
+    /// Every live connection is full (at the endpoint's SETTINGS_MAX_CONCURRENT_STREAMS);
+    /// there are this many.
+    Full(Vec<H2Conn>),
 }
 
 impl H2Slot {
-    /// A handle on the live connection, if any.
-    fn current(&self) -> Option<H2Conn> {
-        let mut conn = lock(&self.conn);
-        match &*conn {
-            Some(live) if !live.shared.is_closed() => Some(live.clone()),
-            Some(_) => {
-                *conn = None;
-                None
-            }
-            None => None,
+    /// The oldest live connection with room for a stream, else the full ones (none: no live
+    /// connection). Forgets closed connections.
+    fn room(&self) -> Room {
+        let mut conns = lock(&self.conns);
+        conns.retain(|conn| !conn.shared.is_closed());
+        match conns.iter().find(|conn| conn.shared.has_room()) {
+            Some(conn) => Room::On(conn.clone()),
+            None => Room::Full(conns.clone()),
         }
+    }
+
+    fn add(&self, conn: H2Conn) {
+        lock(&self.conns).push(conn);
+    }
+}
+
+/// Clears [`H2Slot::growing`] when the request that set it is done dialing, or dropped.
+struct Growing<'a>(&'a H2Slot);
+
+impl Drop for Growing<'_> {
+    fn drop(&mut self) {
+        self.0.growing.store(false, Ordering::Release);
+        self.0.grown.notify_waiters();
     }
 }
 
@@ -321,29 +357,60 @@ impl Upstream {
         h1_handshake(io, addr, false).await
     }
 
-    /// A handle on the HTTP/2 connection to `addr`, ready to open a stream: the live one, else
-    /// a new one (one dial serves every request waiting for it).
+    /// A handle on an HTTP/2 connection to `addr` with room for a stream. Streams go on one
+    /// connection while it has room; when every connection is at the endpoint's limit
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS), one request dials another, up to
+    /// [`H2_MAX_CONNS_PER_ENDPOINT`], while the rest wait for a stream to end (as HAProxy's
+    /// and Envoy's pools do). The first connection is dialed once for every request waiting
+    /// for it.
     pub(crate) async fn h2(
         &self,
         addr: SocketAddr,
         timeout: Duration,
     ) -> Result<H2Conn, ConnectError> {
         let slot = lock(&self.h2).entry(addr).or_default().clone();
-        if let Some(conn) = slot.current() {
-            match conn.ready().await {
-                Ok(conn) => return Ok(conn),
-                // Gone away or broken: dial another.
-                Err(error) => {
-                    tracing::debug!(%addr, %error, "upstream HTTP/2 connection takes no streams");
-                }
+        loop {
+            // Before looking: a connection added after the look wakes this request.
+            let grown = slot.grown.notified();
+            let full = match slot.room() {
+                Room::On(conn) => return Ok(conn),
+                Room::Full(full) => full,
+            };
+            if full.is_empty() {
+                // Boxed: the common path, a live connection, stays a small future.
+                let conn = Box::pin(self.h2_connect(&slot, addr, timeout)).await?;
+                return Ok(conn.ready().await?);
             }
+            if full.len() < H2_MAX_CONNS_PER_ENDPOINT && !slot.growing.swap(true, Ordering::AcqRel)
+            {
+                let growing = Growing(&slot);
+                let dialed = Box::pin(self.h2_dial(addr, timeout)).await;
+                match dialed {
+                    Ok(conn) => {
+                        slot.add(conn.clone());
+                        drop(growing);
+                        tracing::debug!(%addr, conns = full.len() + 1, "an endpoint's HTTP/2 connections are full: opened another");
+                        return Ok(conn.ready().await?);
+                    }
+                    Err(error) => {
+                        tracing::debug!(%addr, %error, "cannot open another HTTP/2 connection; waiting for room");
+                    }
+                }
+                drop(growing);
+            }
+            let mut grown = pin!(grown);
+            Box::pin(poll_fn(|cx| {
+                if grown.as_mut().poll(cx).is_ready() || room_on_any(&full, cx) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            }))
+            .await;
         }
-        // Boxed: the common path, a live connection, stays a small future.
-        let conn = Box::pin(self.h2_connect(&slot, addr, timeout)).await?;
-        Ok(conn.ready().await?)
     }
 
-    /// Dials `slot`'s connection, or waits for the request already dialing it.
+    /// Dials `slot`'s first connection, or waits for the request already dialing it.
     async fn h2_connect(
         &self,
         slot: &H2Slot,
@@ -351,8 +418,11 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<H2Conn, ConnectError> {
         let mut last_failure = slot.dialing.lock().await;
-        if let Some(conn) = slot.current() {
-            return Ok(conn);
+        match slot.room() {
+            Room::On(conn) => return Ok(conn),
+            // Dialed meanwhile, and full already: the caller waits for room on it.
+            Room::Full(full) if !full.is_empty() => return Ok(full[0].clone()),
+            Room::Full(_) => {}
         }
         if let Some((at, kind)) = *last_failure
             && at.elapsed() < H2_FAST_FAIL
@@ -362,7 +432,7 @@ impl Upstream {
         let result = self.h2_dial(addr, timeout).await;
         match &result {
             Ok(conn) => {
-                *lock(&slot.conn) = Some(conn.clone());
+                slot.add(conn.clone());
                 *last_failure = None;
             }
             Err(ConnectError::Io(e)) => *last_failure = Some((Instant::now(), e.kind())),
@@ -400,6 +470,14 @@ impl Upstream {
         lock(&self.h2).retain(|addr, _| keep(addr));
         self.raw.retain(keep);
     }
+}
+
+/// Whether any of `conns` has room for a stream, or takes no more streams (else `cx` is woken
+/// when one does).
+fn room_on_any(conns: &[H2Conn], cx: &mut Context<'_>) -> bool {
+    conns
+        .iter()
+        .any(|conn| conn.shared.poll_ready(cx).is_ready())
 }
 
 /// Starts hyper's HTTP/1.1 client on `io`, a stream to `addr`.

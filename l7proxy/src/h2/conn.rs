@@ -445,6 +445,12 @@ impl Shared {
         self.lock().is_closed()
     }
 
+    /// Client: a stream may be opened now.
+    pub(crate) fn has_room(&self) -> bool {
+        let state = self.lock();
+        state.refusal().is_none() && state.streams.len() < state.max_open
+    }
+
     /// Client: ready once a stream may be opened (fewer open than the server takes); an error
     /// once the connection takes no new streams.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {

@@ -109,6 +109,18 @@ fn remote() -> l7proxy::Locality {
     locality("c3", "r2", "z9", "n9")
 }
 
+/// A proxy with one service, `web.shop.global` on `vip`:8080, and one local endpoint.
+async fn web_shop(vip: &str, protocol: Protocol, endpoint: SocketAddr) -> l7proxy::Proxy {
+    proxy(vec![service(
+        "web.shop.global",
+        vip,
+        8080,
+        protocol,
+        &[(endpoint, local())],
+    )])
+    .await
+}
+
 #[tokio::test]
 async fn five_hundreds_are_retried_for_get_but_not_for_post() {
     // The failing endpoint is the nearest, so every request tries it first.
@@ -261,14 +273,7 @@ async fn per_try_timeouts_are_504_alone_and_retried_on_another_endpoint() {
 #[tokio::test]
 async fn large_bodies_stream_both_ways_under_flow_control() {
     let b = backend("a").await;
-    let _p = proxy(vec![service(
-        "web.shop.global",
-        "127.16.3.1",
-        8080,
-        Protocol::Http2,
-        &[(b.addr, local())],
-    )])
-    .await;
+    let _p = web_shop("127.16.3.1", Protocol::Http2, b.addr).await;
     let c = h2(addr("127.16.3.1:8080")).await;
 
     let sent = seeded(1, MIB);
@@ -326,14 +331,7 @@ async fn large_bodies_stream_both_ways_under_flow_control() {
 async fn two_hundred_concurrent_streams_share_one_upstream_connection() {
     // h2c with prior knowledge on an `http` port.
     let b = backend("a").await;
-    let _p = proxy(vec![service(
-        "web.shop.global",
-        "127.16.4.1",
-        8080,
-        Protocol::Http,
-        &[(b.addr, local())],
-    )])
-    .await;
+    let _p = web_shop("127.16.4.1", Protocol::Http, b.addr).await;
     let c = h2(addr("127.16.4.1:8080")).await;
     let start = Instant::now();
     let mut set = JoinSet::new();
@@ -405,14 +403,7 @@ async fn h2_read(response: h2::client::ResponseFuture) -> (StatusCode, Bytes) {
 #[tokio::test]
 async fn a_client_reset_cancels_the_upstream_request_and_spares_other_streams() {
     let b = backend("a").await;
-    let _p = proxy(vec![service(
-        "web.shop.global",
-        "127.16.5.1",
-        8080,
-        Protocol::Http2,
-        &[(b.addr, local())],
-    )])
-    .await;
+    let _p = web_shop("127.16.5.1", Protocol::Http2, b.addr).await;
     let client = h2_client(addr("127.16.5.1:8080")).await;
     let (doomed, mut doomed_stream) = h2_send(&client, "/delay/10000").await;
     let (survivor, _survivor_stream) = h2_send(&client, "/delay/300").await;
@@ -479,8 +470,13 @@ impl Scripted {
 }
 
 /// Serves every stream with `handler(connection number from 1, request, respond)`, each in a
-/// task of its own; with `quota`, ends every connection after that many streams.
-async fn scripted<F, Fut>(quota: Option<(usize, Close)>, handler: F) -> Scripted
+/// task of its own, on connections with `builder`'s settings; with `quota`, ends every
+/// connection after that many streams.
+async fn scripted<F, Fut>(
+    builder: h2::server::Builder,
+    quota: Option<(usize, Close)>,
+    handler: F,
+) -> Scripted
 where
     F: Fn(usize, Request<h2::RecvStream>, h2::server::SendResponse<Bytes>) -> Fut
         + Send
@@ -497,9 +493,9 @@ where
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let number = conns.fetch_add(1, Ordering::SeqCst) + 1;
-            let (handler, reqs) = (handler.clone(), reqs.clone());
+            let (handler, reqs, builder) = (handler.clone(), reqs.clone(), builder.clone());
             tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                let Ok(mut conn) = builder.handshake(stream).await else {
                     return;
                 };
                 let mut served = 0;
@@ -581,8 +577,63 @@ async fn connections_used(endpoint: &Scripted, vip: &str, gets: usize) -> (Vec<S
 }
 
 #[tokio::test]
+async fn an_endpoint_at_its_stream_limit_gets_another_connection() {
+    // The endpoint takes 4 streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS): 12
+    // requests at once need 3 connections, or they would wait for each other.
+    let mut builder = h2::server::Builder::new();
+    builder.max_concurrent_streams(4);
+    let endpoint = scripted(builder, None, |number, request, respond| async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        echo_handler(number, request, respond).await;
+    })
+    .await;
+    let _p = web_shop("127.16.6.3", Protocol::Http2, endpoint.addr).await;
+    let c = h2(addr("127.16.6.3:8080")).await;
+    // The first connection, and the endpoint's SETTINGS, before the burst.
+    let (status, headers, _) = send2(&c, get("/")).await;
+    assert_eq!(
+        (status.as_u16(), headers["x-conn"].to_str().unwrap()),
+        (200, "1")
+    );
+    let start = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..12 {
+        let c = c.clone();
+        set.spawn(async move { send2(&c, get("/")).await });
+    }
+    let mut per_conn = std::collections::BTreeMap::new();
+    while let Some(result) = set.join_next().await {
+        let (status, headers, _) = result.unwrap();
+        assert_eq!(status, 200, "{headers:?}");
+        *per_conn
+            .entry(headers["x-conn"].to_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    let elapsed = start.elapsed();
+    // All at once: one wait of 500 ms, not three.
+    assert!(elapsed < Duration::from_millis(900), "{elapsed:?}");
+    assert_eq!(endpoint.connections(), 3, "{per_conn:?}");
+    assert_eq!(per_conn.values().copied().collect::<Vec<_>>(), [4, 4, 4]);
+    assert_eq!(endpoint.requests(), 13, "none was refused and sent again");
+    // Quiet again: requests go on the oldest connection, and the others idle.
+    for _ in 0..3 {
+        let (status, headers, _) = send2(&c, get("/")).await;
+        assert_eq!(
+            (status.as_u16(), headers["x-conn"].to_str().unwrap()),
+            (200, "1")
+        );
+    }
+    assert_eq!(endpoint.connections(), 3);
+}
+
+#[tokio::test]
 async fn an_endpoint_going_away_after_each_request_is_dialed_again() {
-    let endpoint = scripted(Some((1, Close::GoAway)), echo_handler).await;
+    let endpoint = scripted(
+        h2::server::Builder::new(),
+        Some((1, Close::GoAway)),
+        echo_handler,
+    )
+    .await;
     let (seen, post) = connections_used(&endpoint, "127.16.6.1", 10).await;
     // The endpoint sends GOAWAY before the answer, and a client must not open streams on a
     // connection after its GOAWAY (RFC 9113 §6.8): each request gets a connection of its own.
@@ -593,7 +644,12 @@ async fn an_endpoint_going_away_after_each_request_is_dialed_again() {
 
 #[tokio::test]
 async fn an_endpoint_closing_its_socket_after_three_requests_is_dialed_again() {
-    let endpoint = scripted(Some((3, Close::Drop)), echo_handler).await;
+    let endpoint = scripted(
+        h2::server::Builder::new(),
+        Some((3, Close::Drop)),
+        echo_handler,
+    )
+    .await;
     let (seen, post) = connections_used(&endpoint, "127.16.6.2", 9).await;
     // A request sent as a connection closed is lost with it; the proxy retried it elsewhere.
     assert_eq!(seen, ["1", "1", "1", "2", "2", "2", "3", "3", "3"]);
@@ -654,7 +710,7 @@ async fn grpc_trailers_only_answers_pass_unchanged_and_te_reaches_the_endpoint()
 #[tokio::test]
 async fn an_endpoint_reset_mid_body_fails_only_that_client_stream() {
     let go = Arc::new(Notify::new());
-    let endpoint = scripted(None, {
+    let endpoint = scripted(h2::server::Builder::new(), None, {
         let go = go.clone();
         move |_, request: Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>| {
             let go = go.clone();
@@ -673,14 +729,7 @@ async fn an_endpoint_reset_mid_body_fails_only_that_client_stream() {
         }
     })
     .await;
-    let _p = proxy(vec![service(
-        "web.shop.global",
-        "127.16.8.1",
-        8080,
-        Protocol::Http2,
-        &[(endpoint.addr, local())],
-    )])
-    .await;
+    let _p = web_shop("127.16.8.1", Protocol::Http2, endpoint.addr).await;
     let c = h2(addr("127.16.8.1:8080")).await;
     let response = c.clone().send_request(get("/partial")).await.unwrap();
     assert_eq!(response.status(), 200);
@@ -719,6 +768,7 @@ async fn an_endpoint_reset_mid_body_fails_only_that_client_stream() {
 async fn an_endpoint_reset_before_the_head_is_retried_for_get_and_502_or_unavailable_otherwise() {
     // The resetting endpoint is the nearest, so every request tries it first.
     let resetting = scripted(
+        h2::server::Builder::new(),
         None,
         |_, _, mut respond: h2::server::SendResponse<Bytes>| async move {
             respond.send_reset(h2::Reason::INTERNAL_ERROR);
@@ -771,14 +821,7 @@ async fn an_endpoint_reset_before_the_head_is_retried_for_get_and_502_or_unavail
 async fn request_and_response_heads_pass_unchanged() {
     let b = backend("a").await;
     let via = addr("127.16.9.1:8080");
-    let _p = proxy(vec![service(
-        "web.shop.global",
-        "127.16.9.1",
-        8080,
-        Protocol::Http2,
-        &[(b.addr, local())],
-    )])
-    .await;
+    let _p = web_shop("127.16.9.1", Protocol::Http2, b.addr).await;
     let (direct, proxied) = (h2(b.addr).await, h2(via).await);
     let values: Vec<String> = (0..100).map(|i| format!("value {i}, with comma")).collect();
     let request = |authority: &str, path: &str| {
@@ -835,14 +878,7 @@ async fn request_and_response_heads_pass_unchanged() {
 async fn a_thousand_concurrent_requests_on_one_connection_all_succeed() {
     // More streams than the proxy's SETTINGS_MAX_CONCURRENT_STREAMS: hyper's client queues them.
     let b = backend("a").await;
-    let _p = proxy(vec![service(
-        "web.shop.global",
-        "127.16.10.1",
-        8080,
-        Protocol::Http,
-        &[(b.addr, local())],
-    )])
-    .await;
+    let _p = web_shop("127.16.10.1", Protocol::Http, b.addr).await;
     let c = h2(addr("127.16.10.1:8080")).await;
     let mut set = JoinSet::new();
     for _ in 0..1000 {
@@ -983,6 +1019,7 @@ async fn refused_streams_go_elsewhere_whatever_the_method() {
     // RFC 9113 §8.7: a stream refused with REFUSED_STREAM was not processed, so even a POST may
     // be sent again. The refusing endpoint is the nearest: every request tries it first.
     let refusing = scripted(
+        h2::server::Builder::new(),
         None,
         |_, _, mut respond: h2::server::SendResponse<Bytes>| async move {
             respond.send_reset(h2::Reason::REFUSED_STREAM);
@@ -1016,6 +1053,7 @@ async fn a_client_reset_during_a_silent_response_body_cancels_the_upstream_strea
     let cancelled = Arc::new(AtomicUsize::new(0));
     let seen = cancelled.clone();
     let endpoint = scripted(
+        h2::server::Builder::new(),
         None,
         move |_, _, mut respond: h2::server::SendResponse<Bytes>| {
             let seen = seen.clone();
@@ -1032,14 +1070,7 @@ async fn a_client_reset_during_a_silent_response_body_cancels_the_upstream_strea
         },
     )
     .await;
-    let _p = proxy(vec![service(
-        "web.shop.global",
-        "127.16.14.1",
-        8080,
-        Protocol::Http2,
-        &[(endpoint.addr, local())],
-    )])
-    .await;
+    let _p = web_shop("127.16.14.1", Protocol::Http2, endpoint.addr).await;
     let client = h2_client(addr("127.16.14.1:8080")).await;
     let (response, _request_stream) = h2_send(&client, "/stream").await;
     let response = tokio::time::timeout(Duration::from_secs(2), response)
