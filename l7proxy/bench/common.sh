@@ -1,6 +1,6 @@
 # Helpers shared by http.sh and ab.sh (sourced). They use the caller's `client` array (the
 # command prefix that pins the client, possibly empty), `work` (a scratch directory), and, for
-# run_h2load, CONNS and H2_REQUESTS.
+# run_h2load, CONNS and H2_REQUESTS (run_h2load_mux: MUX_CONNS, MUX_STREAMS, MUX_REQUESTS).
 
 wait_port() { # host port
     for _ in $(seq 100); do
@@ -26,10 +26,20 @@ ports_free() { # host:port...
 cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; } # user system
 ticks=$(getconf CLK_TCK)
 
-# h2load: rps p50_ms p99_ms requests (latencies from the per-request log)
+# h2load: rps p50_ms p99_ms requests (latencies from the per-request log). One stream at a time
+# per connection; run_h2load_mux: MUX_CONNS connections of MUX_STREAMS streams each, as gRPC
+# clients multiplex.
 run_h2load() {
+    h2load_with -c"$CONNS" -n"$H2_REQUESTS" "http://$1/"
+}
+
+run_h2load_mux() {
+    h2load_with -c"${MUX_CONNS:-16}" -m"${MUX_STREAMS:-16}" -n"${MUX_REQUESTS:-200000}" "http://$1/"
+}
+
+h2load_with() {
     rm -f "$work/h2.log" # h2load appends to it
-    "${client[@]}" h2load -c"$CONNS" -n"$H2_REQUESTS" --log-file="$work/h2.log" "http://$1/" >"$work/h2.out"
+    "${client[@]}" h2load "$@" --log-file="$work/h2.log" >"$work/h2.out"
     local rps
     rps=$(awk '/^finished in/ { print $4 }' "$work/h2.out")
     sort -n -k3,3 "$work/h2.log" | awk -v rps="$rps" '

@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # L7 proxy benchmark on loopback: one hyper "hello" endpoint, measured directly, behind HAProxy
 # (nbthread 1, mode http, http-reuse always) and behind peerd's proxy (examples/bench_proxy),
-# all in the same run. HTTP/1.1 with wrk, HTTP/2 (h2c prior knowledge on both sides) with h2load,
-# then the proxies' memory with 10,000 idle keep-alive client connections.
+# all in the same run. HTTP/1.1 with wrk, HTTP/2 (h2c prior knowledge on both sides) with h2load
+# twice: one stream at a time on each of 64 connections ("h2"), and 16 streams at a time on each
+# of 16 connections ("h2mux", as gRPC clients multiplex: 256 streams at once, more than the
+# endpoint's 200 per connection); then the proxies' memory with 10,000 idle keep-alive client
+# connections.
 #
 #   l7proxy/bench/http.sh                  # from the repository root; no root needed
-#   DURATION=8s CONNS=64 H2_REQUESTS=100000 ROUNDS=6 PEERD_THREADS=1 BACKEND_THREADS=1 \
-#       IDLE=10000 KEEP_LOGS=DIR l7proxy/bench/http.sh
+#   DURATION=8s CONNS=64 H2_REQUESTS=100000 MUX_CONNS=16 MUX_STREAMS=16 MUX_REQUESTS=200000 \
+#       ROUNDS=6 PEERD_THREADS=1 BACKEND_THREADS=1 IDLE=10000 KEEP_LOGS=DIR l7proxy/bench/http.sh
 #
 # Each round runs every target once, in turn, HAProxy before peerd in odd rounds and after it in
 # even ones; the table shows per-column medians over the rounds, and the lines below it each
 # round's peerd/HAProxy p99 ratio. This VM stalls now and then for a second or so (h2load
-# against the endpoint alone shows it too: l7proxy/bench/stalls.sh); a stall decides the p99 of
+# against the endpoint alone shows it too: l7proxy/bench/stalls.py); a stall decides the p99 of
 # the run it falls in, so many short rounds, alternating, spread the stalls over both proxies.
-# KEEP_LOGS=DIR keeps h2load's per-request logs there (ROUND.TARGET.log) for stalls.sh.
+# KEEP_LOGS=DIR keeps h2load's per-request logs there (ROUND.TARGET.log) for stalls.py, and the
+# per-round results (results) for paired.py.
 # cpu_us is the CPU time (user + system) of the process in front of the client (the endpoint for
 # "direct", else the proxy) per request, user_us its user-space part: unlike rps they hold up
 # when other work shares the cores.
@@ -172,13 +176,15 @@ for round in $(seq "$ROUNDS"); do
         esac
         r1=$(measure "$pid" run_wrk "$h1")
         echo "$target h1 $r1 $round" >>"$work/results"
-        r2="-"
+        r2="-" r3="-"
         if [ -n "$h2" ]; then
             r2=$(measure "$pid" run_h2load "$h2")
             echo "$target h2 $r2 $round" >>"$work/results"
             [ -z "$KEEP_LOGS" ] || cp "$work/h2.log" "$KEEP_LOGS/$round.$target.log"
+            r3=$(measure "$pid" run_h2load_mux "$h2")
+            echo "$target h2mux $r3 $round" >>"$work/results"
         fi
-        echo "round $round $target  HTTP/1.1: $r1   HTTP/2: $r2" >&2
+        echo "round $round $target  HTTP/1.1: $r1   HTTP/2: $r2   HTTP/2 mux: $r3" >&2
     done
 done
 
@@ -188,24 +194,25 @@ median() { # target proto column
 }
 declare -A result
 for target in direct haproxy peerd bare-hyper; do
-    for proto in h1 h2; do
+    for proto in h1 h2 h2mux; do
         result[$target.$proto]="$(median $target $proto 3) $(median $target $proto 4) $(median $target $proto 5) $(median $target $proto 6) $(median $target $proto 7)"
     done
 done
 
 echo
-echo "wrk -t1 -c$CONNS -d$DURATION --latency; h2load -c$CONNS -n$H2_REQUESTS (h2c); medians of $ROUNDS rounds;" \
+echo "wrk -t1 -c$CONNS -d$DURATION --latency; h2load -c$CONNS -n$H2_REQUESTS (h2c);" \
+    "h2mux: h2load -c${MUX_CONNS:-16} -m${MUX_STREAMS:-16} -n${MUX_REQUESTS:-200000}; medians of $ROUNDS rounds;" \
     "peerd threads: $PEERD_THREADS; endpoint threads: $BACKEND_THREADS; pinned: ${proxy[*]:-no}"
 printf '%-10s %-6s %10s %9s %9s %8s %8s\n' target proto rps p50_ms p99_ms cpu_us user_us
 for target in direct haproxy peerd bare-hyper; do
-    for proto in h1 h2; do
-        [ "$target.$proto" = bare-hyper.h2 ] && continue
+    for proto in h1 h2 h2mux; do
+        [ "$target" = bare-hyper ] && [ "$proto" != h1 ] && continue
         read -r rps p50 p99 cpu user <<<"${result[$target.$proto]}"
         printf '%-10s %-6s %10s %9s %9s %8s %8s\n' "$target" "$proto" "$rps" "$p50" "$p99" "$cpu" "$user"
     done
 done
 echo
-for proto in h1 h2; do
+for proto in h1 h2 h2mux; do
     read -r hr hp50 hp99 hcpu huser <<<"${result[haproxy.$proto]}"
     read -r pr pp50 pp99 pcpu puser <<<"${result[peerd.$proto]}"
     awk -v proto="$proto" -v hr="$hr" -v pr="$pr" -v h50="$hp50" -v p50="$pp50" -v h99="$hp99" \
@@ -214,7 +221,7 @@ for proto in h1 h2; do
             proto, pr / hr, p50 / h50, p99 / h99, pc / hc, (hu ? pu / hu : 0) }'
 done
 # Round by round: peerd's p99 over HAProxy's, and in how many rounds it was no worse.
-for proto in h1 h2; do
+for proto in h1 h2 h2mux; do
     awk -v proto="$proto" '$2 == proto && $1 == "haproxy" { h[$8] = $5 }
         $2 == proto && $1 == "peerd" { p[$8] = $5 }
         END {
@@ -225,6 +232,11 @@ for proto in h1 h2; do
             printf "peerd/haproxy %s p99 by round:%s (no worse in %d of %d)\n", proto, line, ok, n
         }' "$work/results"
 done
+# The same pairs as geometric means, with 95 % bootstrap intervals over the rounds.
+if command -v python3 >/dev/null; then
+    python3 l7proxy/bench/paired.py "$work/results"
+fi
+[ -z "$KEEP_LOGS" ] || cp "$work/results" "$KEEP_LOGS/results"
 read -r br _ _ bcpu <<<"${result[bare-hyper.h1]}"
 read -r pr _ _ pcpu <<<"${result[peerd.h1]}"
 awk -v br="$br" -v pr="$pr" -v bc="$bcpu" -v pc="$pcpu" 'BEGIN {

@@ -2,7 +2,8 @@
 # User-space instructions per request of peerd's proxy (examples/bench_proxy), counted by
 # valgrind's callgrind: deterministic, so it shows changes of a few percent that the rps of
 # l7proxy/bench/http.sh cannot on a shared machine. One hyper "hello" endpoint, h2load as the
-# client (HTTP/1.1 by default), 1,000 warm-up requests, then REQUESTS counted.
+# client (HTTP/1.1 by default; h2: one stream at a time on 64 connections; h2mux: 16 at a time
+# on 16), 1,000 warm-up requests, then REQUESTS counted.
 #
 #   l7proxy/bench/instructions.sh                       # from the repository root
 #   PROTO=h2 REQUESTS=30000 l7proxy/bench/instructions.sh
@@ -38,7 +39,8 @@ pids+=($proxy)
 case $PROTO in
     h1) load=(h2load --h1 -c64) url=http://127.0.0.3:8080/ ;;
     h2) load=(h2load -c64) url=http://127.0.0.3:8081/ ;;
-    *) echo "PROTO is h1 or h2" >&2; exit 1 ;;
+    h2mux) load=(h2load -c16 -m16) url=http://127.0.0.3:8081/ ;;
+    *) echo "PROTO is h1, h2 or h2mux" >&2; exit 1 ;;
 esac
 for _ in $(seq 100); do
     "${load[@]}" -n1 "$url" 2>/dev/null | grep -q "1 succeeded" && break
