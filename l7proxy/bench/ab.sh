@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
-# A/B of two builds of the proxy (examples/bench_proxy) on HTTP/2: both run at once on CPU 1 in
-# front of one hyper "hello" endpoint, and h2load (on CPU 0, with the endpoint) takes turns on
-# them, so that both see the same machine. Prints, per round and build: rps, p50, p99, and the
-# CPU and user time per request from /proc. On this shared VM, rounds of the same build differ by
-# ±10 %: compare builds round by round, over several rounds.
+# A/B of builds of the proxy (examples/bench_proxy) on HTTP/2, and of HAProxy: all run at once
+# on CPU 1 in front of one hyper "hello" endpoint, and h2load (on CPU 0, with the endpoint)
+# takes turns on them, in one order in odd rounds and the reverse in even ones, so that all
+# see the same machine. Prints, per round and target: rps, p50, p99, CPU and user time per
+# request from /proc; then each target against the first, paired round by round (geometric
+# means with 95 % bootstrap intervals, l7proxy/bench/paired.py). On this shared VM, rounds of
+# the same build differ by ±10 % in p99: compare over many rounds.
 #
 #   cp target/release/examples/bench_proxy /tmp/bp_a     # build A, then change and rebuild
 #   l7proxy/bench/ab.sh /tmp/bp_a target/release/examples/bench_proxy
-#   ROUNDS=6 N=200000 l7proxy/bench/ab.sh A B
+#   ROUNDS=30 N=100000 l7proxy/bench/ab.sh haproxy /tmp/bp_a /tmp/bp_b
+#   LOAD="-c16 -m16" N=200000 l7proxy/bench/ab.sh haproxy target/release/examples/bench_proxy
 #
-# Needs h2load. Addresses: endpoint 127.0.0.1:18080, A 127.0.0.3:8081, B 127.0.0.5:8081.
+# A target is a bench_proxy-like executable (arguments: VIP ENDPOINT THREADS), or `haproxy`
+# (nbthread 1, `proto h2` to the endpoint, as in http.sh). LOAD: h2load's connection and
+# stream options (default -c64, one stream at a time per connection).
+# Needs h2load (and haproxy for that target). Addresses: endpoint 127.0.0.1:18080, targets
+# 127.0.0.10:8081, 127.0.0.11:8081, ...
 set -euo pipefail
-[ $# -eq 2 ] || { echo "usage: $0 BENCH_PROXY_A BENCH_PROXY_B" >&2; exit 2; }
-a=$(realpath "$1") b=$(realpath "$2")
+[ $# -ge 2 ] || { echo "usage: $0 TARGET TARGET [TARGET...]   (TARGET: a bench_proxy build, or haproxy)" >&2; exit 2; }
+targets=()
+for t in "$@"; do
+    if [ "$t" = haproxy ]; then targets+=(haproxy); else targets+=("$(realpath "$t")"); fi
+done
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-4}
-CONNS=64
-H2_REQUESTS=${N:-200000}
+N=${N:-200000}
+read -r -a load <<<"${LOAD:--c64}"
 command -v h2load >/dev/null || { echo "missing h2load (apt-get install nghttp2-client)" >&2; exit 1; }
 cargo build --release -j"${CARGO_BUILD_JOBS:-2}" -p l7proxy --example hello >&2
 ulimit -n "$(ulimit -Hn)"
@@ -29,22 +39,70 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 # shellcheck source=common.sh
 . l7proxy/bench/common.sh
-ports_free 127.0.0.1:18080 127.0.0.3:8081 127.0.0.5:8081
+addrs=()
+for i in "${!targets[@]}"; do
+    addrs+=("127.0.0.$((10 + i))")
+done
+ports_free 127.0.0.1:18080 "${addrs[@]/%/:8081}"
 
 "${client[@]}" target/release/examples/hello 127.0.0.1:18080 1 >/dev/null &
 pids+=($!)
-"${proxy[@]}" "$a" 127.0.0.3 127.0.0.1:18080 1 >/dev/null &
-pid_a=$!
-pids+=($pid_a)
-"${proxy[@]}" "$b" 127.0.0.5 127.0.0.1:18080 1 >/dev/null &
-pid_b=$!
-pids+=($pid_b)
-wait_port 127.0.0.1 18080
-wait_port 127.0.0.3 8081
-wait_port 127.0.0.5 8081
-
-echo "round build rps p50_ms p99_ms cpu_us user_us"
-for round in $(seq "$ROUNDS"); do
-    echo "$round A $(measure "$pid_a" run_h2load 127.0.0.3:8081)"
-    echo "$round B $(measure "$pid_b" run_h2load 127.0.0.5:8081)"
+tpids=()
+for i in "${!targets[@]}"; do
+    if [ "${targets[$i]}" = haproxy ]; then
+        cat >"$work/haproxy.$i.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 2000
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend h2
+    bind ${addrs[$i]}:8081 proto h2
+    default_backend h2
+backend h2
+    server hello 127.0.0.1:18080 proto h2
+EOF
+        "${proxy[@]}" haproxy -f "$work/haproxy.$i.cfg" -db >/dev/null 2>&1 &
+    else
+        "${proxy[@]}" "${targets[$i]}" "${addrs[$i]}" 127.0.0.1:18080 1 >/dev/null &
+    fi
+    tpids+=($!)
+    pids+=($!)
 done
+wait_port 127.0.0.1 18080
+for addr in "${addrs[@]}"; do
+    wait_port "$addr" 8081
+done
+
+run_load() {
+    h2load_with "${load[@]}" -n"$N" "http://$1/"
+}
+# Warm-up: connections to the endpoint, allocator caches.
+for addr in "${addrs[@]}"; do
+    "${client[@]}" h2load "${load[@]}" -n20000 "http://$addr:8081/" >/dev/null
+done
+
+echo "round target rps p50_ms p99_ms cpu_us user_us core0% core1%   (h2load ${load[*]} -n$N)"
+: >"$work/results"
+for round in $(seq "$ROUNDS"); do
+    order=$(seq 0 $((${#targets[@]} - 1)))
+    [ $((round % 2)) = 0 ] && order=$(seq $((${#targets[@]} - 1)) -1 0)
+    for i in $order; do
+        r=$(measure "${tpids[$i]}" run_load "${addrs[$i]}:8081")
+        echo "$round $i $r"
+        echo "t$i h2 $r $round" >>"$work/results"
+    done
+done
+echo
+for i in "${!targets[@]}"; do
+    echo "t$i: ${targets[$i]}"
+done
+if command -v python3 >/dev/null; then
+    for i in $(seq 1 $((${#targets[@]} - 1))); do
+        python3 l7proxy/bench/paired.py "$work/results" "t$i" t0
+    done
+fi

@@ -50,14 +50,26 @@ h2load_with() {
         }'
 }
 
-# measure PID TOOL ADDR: rps p50 p99 cpu_us_per_request user_us_per_request
+# Busy and total jiffies of CPUs 0 and 1 (/proc/stat): "busy0 total0 busy1 total1".
+cores_ticks() {
+    awk '$1 == "cpu0" || $1 == "cpu1" { busy = $2 + $3 + $4 + $7 + $8; printf "%d %d ", busy, busy + $5 + $6 }
+        END { print "" }' /proc/stat
+}
+
+# measure PID TOOL ADDR: rps p50 p99 cpu_us_per_request user_us_per_request core0_busy% core1_busy%
+# (how busy CPUs 0 and 1 were meanwhile: the client and endpoint's core and the proxy's, pinned)
 measure() {
-    local u0 s0 u1 s1 rps p50 p99 n
+    local u0 s0 u1 s1 rps p50 p99 n c0 c1
+    c0=$(cores_ticks)
     read -r u0 s0 <<<"$(cpu_ticks "$1")"
     read -r rps p50 p99 n <<<"$("$2" "$3")"
     read -r u1 s1 <<<"$(cpu_ticks "$1")"
+    c1=$(cores_ticks)
     awk -v rps="$rps" -v p50="$p50" -v p99="$p99" -v n="$n" -v u="$((u1 - u0))" -v s="$((s1 - s0))" \
-        -v hz="$ticks" 'BEGIN {
+        -v hz="$ticks" -v c0="$c0" -v c1="$c1" 'BEGIN {
         per = n ? 1e6 / hz / n : 0
-        printf "%s %s %s %.1f %.1f\n", rps, p50, p99, (u + s) * per, u * per }'
+        split(c0, a, " "); split(c1, b, " ")
+        t0 = b[2] - a[2]; t1 = b[4] - a[4]
+        printf "%s %s %s %.1f %.1f %.0f %.0f\n", rps, p50, p99, (u + s) * per, u * per,
+            t0 ? 100 * (b[1] - a[1]) / t0 : 0, t1 ? 100 * (b[3] - a[3]) / t1 : 0 }'
 }

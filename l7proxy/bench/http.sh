@@ -20,7 +20,9 @@
 # per-round results (results) for paired.py.
 # cpu_us is the CPU time (user + system) of the process in front of the client (the endpoint for
 # "direct", else the proxy) per request, user_us its user-space part: unlike rps they hold up
-# when other work shares the cores.
+# when other work shares the cores. core0% and core1% are how busy CPU 0 (client and endpoint)
+# and CPU 1 (the proxy) were during the measurement: a core at 100 % is the bottleneck, and
+# whatever is in front of it then sets the rps and the latencies.
 # PEERD_THREADS=1 runs the proxy on a current-thread runtime (as linkerd2-proxy does on one core).
 # With PIN=1 (default, 2+ CPUs) the proxy under test runs alone on CPU 1 and the client and the
 # endpoint share CPU 0, so that both proxies get the same core whatever else the machine runs.
@@ -195,7 +197,7 @@ median() { # target proto column
 declare -A result
 for target in direct haproxy peerd bare-hyper; do
     for proto in h1 h2 h2mux; do
-        result[$target.$proto]="$(median $target $proto 3) $(median $target $proto 4) $(median $target $proto 5) $(median $target $proto 6) $(median $target $proto 7)"
+        result[$target.$proto]="$(for c in 3 4 5 6 7 8 9; do median "$target" "$proto" "$c"; done | xargs)"
     done
 done
 
@@ -203,12 +205,13 @@ echo
 echo "wrk -t1 -c$CONNS -d$DURATION --latency; h2load -c$CONNS -n$H2_REQUESTS (h2c);" \
     "h2mux: h2load -c${MUX_CONNS:-16} -m${MUX_STREAMS:-16} -n${MUX_REQUESTS:-200000}; medians of $ROUNDS rounds;" \
     "peerd threads: $PEERD_THREADS; endpoint threads: $BACKEND_THREADS; pinned: ${proxy[*]:-no}"
-printf '%-10s %-6s %10s %9s %9s %8s %8s\n' target proto rps p50_ms p99_ms cpu_us user_us
+printf '%-10s %-6s %10s %9s %9s %8s %8s %6s %6s\n' target proto rps p50_ms p99_ms cpu_us user_us core0% core1%
 for target in direct haproxy peerd bare-hyper; do
     for proto in h1 h2 h2mux; do
         [ "$target" = bare-hyper ] && [ "$proto" != h1 ] && continue
-        read -r rps p50 p99 cpu user <<<"${result[$target.$proto]}"
-        printf '%-10s %-6s %10s %9s %9s %8s %8s\n' "$target" "$proto" "$rps" "$p50" "$p99" "$cpu" "$user"
+        read -r rps p50 p99 cpu user core0 core1 <<<"${result[$target.$proto]}"
+        printf '%-10s %-6s %10s %9s %9s %8s %8s %6s %6s\n' "$target" "$proto" "$rps" "$p50" "$p99" "$cpu" "$user" \
+            "$core0" "$core1"
     done
 done
 echo
@@ -222,8 +225,8 @@ for proto in h1 h2 h2mux; do
 done
 # Round by round: peerd's p99 over HAProxy's, and in how many rounds it was no worse.
 for proto in h1 h2 h2mux; do
-    awk -v proto="$proto" '$2 == proto && $1 == "haproxy" { h[$8] = $5 }
-        $2 == proto && $1 == "peerd" { p[$8] = $5 }
+    awk -v proto="$proto" '$2 == proto && $1 == "haproxy" { h[$NF] = $5 }
+        $2 == proto && $1 == "peerd" { p[$NF] = $5 }
         END {
             for (r = 1; r in h; r++) {
                 line = line sprintf(" %.2f", p[r] / h[r]); n++

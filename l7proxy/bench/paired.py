@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Round-by-round ratios of two targets, with how sure they are.
 
-Reads the results file of http.sh (lines "TARGET PROTO rps p50 p99 cpu user ROUND"), pairs
+Reads the results file of http.sh (lines "TARGET PROTO rps p50 p99 ... ROUND"), pairs
 each round of TARGET_A with the same round of TARGET_B, and prints per protocol the geometric
 mean of A/B for rps, p50 and p99 with a 95 % bootstrap interval (resampling rounds; 10,000
 draws, fixed seed). On this VM one round's p99 moves by ±10 % with the machine: an interval
@@ -38,11 +38,11 @@ def main():
     with open(path) as results:
         for line in results:
             fields = line.split()
-            if len(fields) != 8:
+            if len(fields) < 6:
                 continue
-            target, proto, round_ = fields[0], fields[1], fields[7]
+            target, proto, round_ = fields[0], fields[1], fields[-1]
             try:
-                rows[(target, proto, round_)] = [float(v) for v in fields[:7][2:]]
+                rows[(target, proto, round_)] = [float(v) for v in fields[2:5]]
             except ValueError:
                 continue
             if proto not in protos:

@@ -50,6 +50,7 @@ pub(crate) struct Metrics {
     active: Family<ServiceLabels, Gauge>,
     connect_failures: Family<ServiceLabels, Counter>,
     tcp_connections: Family<ConnectionLabels, Counter>,
+    upstream_h2: Family<ServiceLabels, Gauge>,
 }
 
 impl Metrics {
@@ -61,6 +62,7 @@ impl Metrics {
         let active = Family::default();
         let connect_failures = Family::default();
         let tcp_connections = Family::default();
+        let upstream_h2 = Family::default();
         let mut registry = Registry::default();
         registry.register(
             "requests",
@@ -97,6 +99,11 @@ impl Metrics {
             "Opaque TCP connections forwarded, by endpoint cluster",
             tcp_connections.clone(),
         );
+        registry.register(
+            "upstream_http2_connections",
+            "Open HTTP/2 connections to endpoints (more than one per endpoint while one is at the endpoint's stream limit)",
+            upstream_h2.clone(),
+        );
         Self {
             registry,
             requests,
@@ -106,6 +113,7 @@ impl Metrics {
             active,
             connect_failures,
             tcp_connections,
+            upstream_h2,
         }
     }
 
@@ -121,6 +129,7 @@ impl Metrics {
             ejections: self.ejections.get_or_create_owned(&labels),
             active: self.active.get_or_create_owned(&labels),
             connect_failures: self.connect_failures.get_or_create_owned(&labels),
+            upstream_h2: self.upstream_h2.get_or_create_owned(&labels),
             requests: self.requests.clone(),
             tcp_connections: self.tcp_connections.clone(),
             service,
@@ -147,6 +156,7 @@ pub(crate) struct ServiceMetrics {
     ejections: Counter,
     active: Gauge,
     connect_failures: Counter,
+    upstream_h2: Gauge,
     tcp_connections: Family<ConnectionLabels, Counter>,
 }
 
@@ -192,9 +202,15 @@ impl ServiceMetrics {
         self.active.inc();
         ActiveGuard(self.active.clone())
     }
+
+    /// Counts an HTTP/2 connection to an endpoint until the guard drops.
+    pub(crate) fn upstream_h2_connection(&self) -> ActiveGuard {
+        self.upstream_h2.inc();
+        ActiveGuard(self.upstream_h2.clone())
+    }
 }
 
-/// Decrements `active_connections` when dropped.
+/// Decrements its gauge (`active_connections`, `upstream_http2_connections`) when dropped.
 #[derive(Debug)]
 pub(crate) struct ActiveGuard(Gauge);
 

@@ -22,6 +22,7 @@ use tokio::io::AsyncRead;
 use crate::body::ReqBody;
 use crate::dial::{BoxIo, Dialer};
 use crate::h2::conn::{self, Driver};
+use crate::metrics::ServiceMetrics;
 use crate::sync::lock;
 
 /// Idle HTTP/1.1 connections older than this are closed rather than reused.
@@ -103,6 +104,8 @@ impl H2Conn {
 /// The connections of one route to all its endpoints.
 pub(crate) struct Upstream {
     dialer: Arc<dyn Dialer>,
+    /// For the count of HTTP/2 connections.
+    metrics: ServiceMetrics,
     h1: IdleList<http1::SendRequest<ReqBody>>,
     h2: Mutex<HashMap<SocketAddr, Arc<H2Slot>, fast::RandomState>>,
     /// Idle byte streams of the HTTP/1.1 fast path ([`crate::h1`]).
@@ -242,9 +245,10 @@ impl Checkin {
 }
 
 impl Upstream {
-    pub(crate) fn new(dialer: Arc<dyn Dialer>) -> Self {
+    pub(crate) fn new(dialer: Arc<dyn Dialer>, metrics: ServiceMetrics) -> Self {
         Self {
             dialer,
+            metrics,
             h1: IdleList::default(),
             h2: Mutex::default(),
             raw: IdleList::default(),
@@ -457,8 +461,10 @@ impl Upstream {
             Err(_) => return Err(ConnectError::Timeout),
         };
         let driven = shared.clone();
+        let counted = self.metrics.upstream_h2_connection();
         tokio::spawn(async move {
             driver.run(driven, H2_KEEPALIVE).await;
+            drop(counted);
             tracing::debug!(%addr, "upstream HTTP/2 connection ended");
         });
         Ok(H2Conn { shared })

@@ -51,11 +51,12 @@ impl Route {
         let policy = Policy::default();
         let balancer = Balancer::new(local.clone(), policy.balancer_config(), seed(name, &port));
         let now = Instant::now();
+        let metrics = metrics.service(name);
         Self {
             name: Arc::from(name),
             port,
-            upstream: Arc::new(Upstream::new(dialer)),
-            metrics: metrics.service(name),
+            upstream: Arc::new(Upstream::new(dialer, metrics.clone())),
+            metrics,
             balancer: Mutex::new(balancer),
             local,
             budget: Mutex::new(RetryBudget::new(

@@ -587,7 +587,7 @@ async fn an_endpoint_at_its_stream_limit_gets_another_connection() {
         echo_handler(number, request, respond).await;
     })
     .await;
-    let _p = web_shop("127.16.6.3", Protocol::Http2, endpoint.addr).await;
+    let p = web_shop("127.16.6.3", Protocol::Http2, endpoint.addr).await;
     let c = h2(addr("127.16.6.3:8080")).await;
     // The first connection, and the endpoint's SETTINGS, before the burst.
     let (status, headers, _) = send2(&c, get("/")).await;
@@ -615,6 +615,10 @@ async fn an_endpoint_at_its_stream_limit_gets_another_connection() {
     assert_eq!(endpoint.connections(), 3, "{per_conn:?}");
     assert_eq!(per_conn.values().copied().collect::<Vec<_>>(), [4, 4, 4]);
     assert_eq!(endpoint.requests(), 13, "none was refused and sent again");
+    assert_metrics(
+        &p,
+        &[r#"upstream_http2_connections{service="web.shop.global"} 3"#],
+    );
     // Quiet again: requests go on the oldest connection, and the others idle.
     for _ in 0..3 {
         let (status, headers, _) = send2(&c, get("/")).await;
