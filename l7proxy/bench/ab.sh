@@ -13,10 +13,10 @@
 #   LOAD="-c16 -m16" N=200000 l7proxy/bench/ab.sh haproxy target/release/examples/bench_proxy
 #
 # A target is a bench_proxy-like executable (arguments: VIP ENDPOINT THREADS), or `haproxy`
-# (nbthread 1, `proto h2` to the endpoint, as in http.sh). LOAD: h2load's connection and
+# (configured as in http.sh: haproxy_config in common.sh). LOAD: h2load's connection and
 # stream options (default -c64, one stream at a time per connection).
 # Needs h2load (and haproxy for that target). Addresses: endpoint 127.0.0.1:18080, targets
-# 127.0.0.10:8081, 127.0.0.11:8081, ...
+# 127.0.0.10:8081, 127.0.0.11:8081, ... (HAProxy also binds :8080 there)
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 TARGET TARGET [TARGET...]   (TARGET: a bench_proxy build, or haproxy)" >&2; exit 2; }
 targets=()
@@ -43,29 +43,14 @@ addrs=()
 for i in "${!targets[@]}"; do
     addrs+=("127.0.0.$((10 + i))")
 done
-ports_free 127.0.0.1:18080 "${addrs[@]/%/:8081}"
+ports_free 127.0.0.1:18080 "${addrs[@]/%/:8081}" "${addrs[@]/%/:8080}"
 
 "${client[@]}" target/release/examples/hello 127.0.0.1:18080 1 >/dev/null &
 pids+=($!)
 tpids=()
 for i in "${!targets[@]}"; do
     if [ "${targets[$i]}" = haproxy ]; then
-        cat >"$work/haproxy.$i.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 2000
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
-    http-reuse always
-frontend h2
-    bind ${addrs[$i]}:8081 proto h2
-    default_backend h2
-backend h2
-    server hello 127.0.0.1:18080 proto h2
-EOF
+        haproxy_config "${addrs[$i]}" 127.0.0.1:18080 2000 >"$work/haproxy.$i.cfg"
         "${proxy[@]}" haproxy -f "$work/haproxy.$i.cfg" -db >/dev/null 2>&1 &
     else
         "${proxy[@]}" "${targets[$i]}" "${addrs[$i]}" 127.0.0.1:18080 1 >/dev/null &

@@ -73,3 +73,32 @@ measure() {
         printf "%s %s %s %.1f %.1f %.0f %.0f\n", rps, p50, p99, (u + s) * per, u * per,
             t0 ? 100 * (b[1] - a[1]) / t0 : 0, t1 ? 100 * (b[3] - a[3]) / t1 : 0 }'
 }
+
+# HAProxy as the benchmarks run it: one thread, HTTP mode, connections to the endpoint reused
+# (`http-reuse always`); HTTP/1.1 on IP:8080 and HTTP/2 with prior knowledge on IP:8081, each
+# to the endpoint in the same version.
+haproxy_config() { # ip endpoint maxconn
+    cat <<EOF
+global
+    nbthread 1
+    maxconn $3
+    no strict-limits
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+    http-reuse always
+frontend h1
+    bind $1:8080
+    default_backend h1
+frontend h2
+    bind $1:8081 proto h2
+    default_backend h2
+backend h1
+    server hello $2
+backend h2
+    server hello $2 proto h2
+EOF
+}

@@ -86,29 +86,7 @@ backend_pid=$!
 pids+=($backend_pid)
 wait_port 127.0.0.1 18080
 
-cat >"$work/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn $maxconn
-    no strict-limits
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 60s
-    http-reuse always
-frontend h1
-    bind $HAPROXY_IP:8080
-    default_backend h1
-frontend h2
-    bind $HAPROXY_IP:8081 proto h2
-    default_backend h2
-backend h1
-    server hello $BACKEND
-backend h2
-    server hello $BACKEND proto h2
-EOF
+haproxy_config "$HAPROXY_IP" "$BACKEND" "$maxconn" >"$work/haproxy.cfg"
 "${proxy[@]}" haproxy -f "$work/haproxy.cfg" -db >/dev/null 2>&1 &
 haproxy_pid=$!
 pids+=($haproxy_pid)

@@ -373,6 +373,21 @@ impl Upstream {
         timeout: Duration,
     ) -> Result<H2Conn, ConnectError> {
         let slot = lock(&self.h2).entry(addr).or_default().clone();
+        if let Room::On(conn) = slot.room() {
+            return Ok(conn);
+        }
+        // Boxed: the common path, a connection with room, stays a small future.
+        Box::pin(self.h2_wait(&slot, addr, timeout)).await
+    }
+
+    /// [`Upstream::h2`] when no connection to `addr` has room: dials the first, or another,
+    /// or waits for room.
+    async fn h2_wait(
+        &self,
+        slot: &H2Slot,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<H2Conn, ConnectError> {
         loop {
             // Before looking: a connection added after the look wakes this request.
             let grown = slot.grown.notified();
@@ -381,15 +396,13 @@ impl Upstream {
                 Room::Full(full) => full,
             };
             if full.is_empty() {
-                // Boxed: the common path, a live connection, stays a small future.
-                let conn = Box::pin(self.h2_connect(&slot, addr, timeout)).await?;
+                let conn = self.h2_connect(slot, addr, timeout).await?;
                 return Ok(conn.ready().await?);
             }
             if full.len() < H2_MAX_CONNS_PER_ENDPOINT && !slot.growing.swap(true, Ordering::AcqRel)
             {
-                let growing = Growing(&slot);
-                let dialed = Box::pin(self.h2_dial(addr, timeout)).await;
-                match dialed {
+                let growing = Growing(slot);
+                match self.h2_dial(addr, timeout).await {
                     Ok(conn) => {
                         slot.add(conn.clone());
                         drop(growing);
@@ -403,13 +416,13 @@ impl Upstream {
                 drop(growing);
             }
             let mut grown = pin!(grown);
-            Box::pin(poll_fn(|cx| {
+            poll_fn(|cx| {
                 if grown.as_mut().poll(cx).is_ready() || room_on_any(&full, cx) {
                     Poll::Ready(())
                 } else {
                     Poll::Pending
                 }
-            }))
+            })
             .await;
         }
     }

@@ -238,6 +238,15 @@ impl State {
         })
     }
 
+    /// Client: whether a stream may be opened now (fewer are open than the server takes); an
+    /// error once the connection takes no new streams.
+    fn room(&self) -> Result<bool, h2::Error> {
+        match self.refusal() {
+            Some(error) => Err(error),
+            None => Ok(self.streams.len() < self.max_open),
+        }
+    }
+
     /// Client: a stream may be opened again, or the connection takes none any more.
     fn wake_ready(&mut self) {
         for waker in self.ready_waiters.drain(..) {
@@ -447,22 +456,21 @@ impl Shared {
 
     /// Client: a stream may be opened now.
     pub(crate) fn has_room(&self) -> bool {
-        let state = self.lock();
-        state.refusal().is_none() && state.streams.len() < state.max_open
+        matches!(self.lock().room(), Ok(true))
     }
 
-    /// Client: ready once a stream may be opened (fewer open than the server takes); an error
-    /// once the connection takes no new streams.
+    /// Client: ready once a stream may be opened; an error once the connection takes no new
+    /// streams.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
         let mut state = self.lock();
-        if let Some(error) = state.refusal() {
-            return Poll::Ready(Err(error));
+        match state.room() {
+            Ok(false) => {
+                state.ready_waiters.push(cx.waker().clone());
+                Poll::Pending
+            }
+            Ok(true) => Poll::Ready(Ok(())),
+            Err(error) => Poll::Ready(Err(error)),
         }
-        if state.streams.len() < state.max_open {
-            return Poll::Ready(Ok(()));
-        }
-        state.ready_waiters.push(cx.waker().clone());
-        Poll::Pending
     }
 }
 

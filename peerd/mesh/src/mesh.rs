@@ -409,8 +409,7 @@ impl Mesh {
         }
         if self.foca.num_members() == 0 {
             next = next.min(self.next_seed_hello);
-        }
-        if self.foca.num_members() > 0 {
+        } else {
             next = next.min(self.next_suspect_check);
         }
         if let Some(t) = self.cached_until.values().min() {
