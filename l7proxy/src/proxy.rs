@@ -32,6 +32,15 @@ pub(crate) struct Shared {
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Shared {
+    /// Fresh metrics, no access log, the default idle timeout.
+    pub(crate) fn new() -> Self {
+        Self {
+            metrics: Metrics::new(),
+            access_log: AccessLog::default(),
+            client_idle_ms: AtomicU64::new(millis(DEFAULT_CLIENT_IDLE_TIMEOUT)),
+        }
+    }
+
     /// The limit for new client connections.
     pub(crate) fn client_idle_timeout(&self) -> Duration {
         Duration::from_millis(self.client_idle_ms.load(Ordering::Relaxed))
@@ -55,11 +64,7 @@ impl Proxy {
         Self {
             local,
             dialer,
-            shared: Arc::new(Shared {
-                metrics: Metrics::new(),
-                access_log: AccessLog::default(),
-                client_idle_ms: AtomicU64::new(millis(DEFAULT_CLIENT_IDLE_TIMEOUT)),
-            }),
+            shared: Arc::new(Shared::new()),
             listeners: Mutex::default(),
             updating: tokio::sync::Mutex::new(()),
         }

@@ -18,6 +18,7 @@
 mod chunked;
 mod head;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
@@ -50,7 +51,16 @@ const MAX_READ_CHUNK: usize = 64 * 1024;
 const SMALL_HEAD: usize = 1024;
 
 /// Serves an HTTP/1.1 client connection whose first bytes (`buf`) were read by detection.
-pub(crate) async fn serve(stream: TcpStream, buf: BytesMut, ctx: ConnCtx, head_timeout: Duration) {
+///
+/// A plain function returning an `async move` block, not an `async fn`: an `async fn` keeps its
+/// arguments in the future next to the connection built from them for the connection's whole
+/// life, and every idle keep-alive connection would carry them.
+pub(crate) fn serve(
+    stream: TcpStream,
+    buf: BytesMut,
+    ctx: ConnCtx,
+    head_timeout: Duration,
+) -> impl Future<Output = ()> {
     let now = Instant::now();
     let mut conn = Conn {
         io: Io {
@@ -66,13 +76,12 @@ pub(crate) async fn serve(stream: TcpStream, buf: BytesMut, ctx: ConnCtx, head_t
         timer: Box::pin(tokio::time::sleep_until((now + head_timeout).into())),
         try_timer: Box::pin(tokio::time::sleep_until((now + head_timeout).into())),
     };
-    let end = conn.run().await;
-    let Conn { io, ctx, .. } = conn;
-    let stream = Prefixed::new(io.buf.freeze(), io.stream);
-    match end {
-        End::Closed => {}
-        End::Slow => Box::pin(listener::serve_h1(stream, ctx)).await,
-        End::Reject(error) => Box::pin(listener::reject(stream, &error)).await,
+    async move {
+        match conn.run().await {
+            End::Closed => {}
+            // Boxed, as is what it needs: few connections get there.
+            end => Box::pin(conn.hand_over(end)).await,
+        }
     }
 }
 
@@ -114,6 +123,17 @@ struct Io {
 }
 
 impl Conn {
+    /// Passes the connection to hyper, or rejects its next request.
+    async fn hand_over(self, end: End) {
+        let Self { io, ctx, .. } = self;
+        let stream = Prefixed::new(io.buf.freeze(), io.stream);
+        match end {
+            End::Closed => {}
+            End::Slow => listener::serve_h1(stream, ctx).await,
+            End::Reject(error) => listener::reject(stream, &error).await,
+        }
+    }
+
     async fn run(&mut self) -> End {
         loop {
             let mut summary = self.ctx.shared.access_log.enabled().then(Summary::default);
@@ -154,7 +174,9 @@ impl Conn {
                 start,
                 try_timer: self.try_timer.as_mut(),
             };
-            let keep = exchange.forward(&mut self.io, summary).await;
+            // Boxed: a request's future lives only as long as the request, not in every idle
+            // connection's task.
+            let keep = Box::pin(exchange.forward(&mut self.io, summary)).await;
             if !keep || req.close {
                 return End::Closed;
             }
