@@ -5,7 +5,7 @@
 # twice: one stream at a time on each of 64 connections ("h2"), and 16 streams at a time on each
 # of 16 connections ("h2mux", as gRPC clients multiplex: 256 streams at once, more than the
 # endpoint's 200 per connection); then the proxies' memory with 10,000 idle keep-alive client
-# connections.
+# connections, HTTP/1.1 and HTTP/2.
 #
 #   l7proxy/bench/http.sh                  # from the repository root; no root needed
 #   DURATION=8s CONNS=64 H2_REQUESTS=100000 MUX_CONNS=16 MUX_STREAMS=16 MUX_REQUESTS=200000 \
@@ -33,7 +33,7 @@
 #
 # Needs wrk, h2load (nghttp2-client) and haproxy. Addresses: endpoint 127.0.0.1:18080, HAProxy
 # 127.0.0.2:{8080,8081}, peerd 127.0.0.3:{8080,8081} (8080 HTTP/1.1, 8081 HTTP/2), bare-hyper
-# 127.0.0.4:8080.
+# 127.0.0.4:8080; the memory measurement's fresh proxies 127.0.0.5:{8080,8081}.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -50,6 +50,7 @@ BACKEND=127.0.0.1:18080
 HAPROXY_IP=127.0.0.2
 PEERD_IP=127.0.0.3
 BARE_IP=127.0.0.4
+MEM_IP=127.0.0.5
 
 for tool in wrk h2load haproxy; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk nghttp2-client haproxy)" >&2; exit 1; }
@@ -77,7 +78,7 @@ trap cleanup EXIT
 . l7proxy/bench/common.sh
 
 ports_free 127.0.0.1:18080 "$HAPROXY_IP:8080" "$HAPROXY_IP:8081" "$PEERD_IP:8080" "$PEERD_IP:8081" \
-    "$BARE_IP:8080"
+    "$BARE_IP:8080" "$MEM_IP:8080" "$MEM_IP:8081"
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
@@ -119,28 +120,38 @@ run_wrk() {
     ' "$work/wrk.out"
 }
 
-# Memory with idle keep-alive clients (each sends one request, then idles), measured first,
-# while both proxies are fresh.
-idle_rss() { # pid addr
-    local before after
-    before=$(rss_kib "$1")
-    "${client[@]}" "$bin/idle_clients" "$2" "$IDLE" 60 >"$work/idle.out" &
+# Memory with idle keep-alive clients (each sends one request, then idles), HTTP/1.1 and
+# HTTP/2 (one stream each), each measured on a fresh proxy (at MEM_IP): memory freed by an
+# earlier measurement would be reused and hide the cost.
+idle_rss() { # target addr [h2]
+    local pid before after
+    case $1 in
+        peerd) "${proxy[@]}" "$bin/bench_proxy" "$MEM_IP" "$BACKEND" "$PEERD_THREADS" >/dev/null & ;;
+        haproxy) "${proxy[@]}" haproxy -f "$work/haproxy-mem.cfg" -db >/dev/null 2>&1 & ;;
+    esac
+    pid=$!
+    wait_port "$MEM_IP" 8080
+    wait_port "$MEM_IP" 8081
+    before=$(rss_kib "$pid")
+    "${client[@]}" "$bin/idle_clients" "$2" "$IDLE" 60 ${3:-} >"$work/idle.out" &
     local client=$!
     for _ in $(seq 300); do
         grep -q '^open' "$work/idle.out" 2>/dev/null && break
         sleep 0.1
     done
     sleep 1
-    after=$(rss_kib "$1")
+    after=$(rss_kib "$pid")
     local opened
     opened=$(cat "$work/idle.out")
-    kill "$client" 2>/dev/null || true
-    wait "$client" 2>/dev/null || true
+    kill "$client" "$pid" 2>/dev/null || true
+    wait "$client" "$pid" 2>/dev/null || true
     echo "$before $after $opened"
 }
-mem_peerd=$(idle_rss "$peerd_pid" "$PEERD_IP:8080")
-sleep 1
-mem_haproxy=$(idle_rss "$haproxy_pid" "$HAPROXY_IP:8080")
+haproxy_config "$MEM_IP" "$BACKEND" "$maxconn" >"$work/haproxy-mem.cfg"
+mem_peerd=$(idle_rss peerd "$MEM_IP:8080")
+mem_haproxy=$(idle_rss haproxy "$MEM_IP:8080")
+mem2_peerd=$(idle_rss peerd "$MEM_IP:8081" h2)
+mem2_haproxy=$(idle_rss haproxy "$MEM_IP:8081" h2)
 
 : >"$work/results"
 [ -z "$KEEP_LOGS" ] || mkdir -p "$KEEP_LOGS"
@@ -223,9 +234,16 @@ read -r pr _ _ pcpu <<<"${result[peerd.h1]}"
 awk -v br="$br" -v pr="$pr" -v bc="$bcpu" -v pc="$pcpu" 'BEGIN {
     printf "peerd/bare-hyper h1: rps %.2fx  cpu/request %.2fx\n", pr / br, pc / bc }'
 echo
-read -r pb pa popen pn pfail pf <<<"$mem_peerd"
-read -r hb ha hopen hn hfail hf <<<"$mem_haproxy"
-printf 'RSS with %s idle keep-alive clients: peerd %d -> %d KiB (%s open, %s failed); haproxy %d -> %d KiB (%s open, %s failed)\n' \
-    "$IDLE" "$pb" "$pa" "$pn" "$pf" "$hb" "$ha" "$hn" "$hf"
-awk -v pb="$pb" -v pa="$pa" -v hb="$hb" -v ha="$ha" -v n="$IDLE" 'BEGIN {
-    printf "per idle connection: peerd %.1f KiB, haproxy %.1f KiB\n", (pa - pb) / n, (ha - hb) / n }'
+for proto in h1 h2; do
+    if [ $proto = h1 ]; then
+        peerd_mem=$mem_peerd haproxy_mem=$mem_haproxy label=HTTP/1.1
+    else
+        peerd_mem=$mem2_peerd haproxy_mem=$mem2_haproxy label=HTTP/2
+    fi
+    read -r pb pa popen pn pfail pf <<<"$peerd_mem"
+    read -r hb ha hopen hn hfail hf <<<"$haproxy_mem"
+    printf 'RSS with %s idle %s keep-alive clients: peerd %d -> %d KiB (%s open, %s failed); haproxy %d -> %d KiB (%s open, %s failed)\n' \
+        "$IDLE" "$label" "$pb" "$pa" "$pn" "$pf" "$hb" "$ha" "$hn" "$hf"
+    awk -v pb="$pb" -v pa="$pa" -v hb="$hb" -v ha="$ha" -v n="$IDLE" -v label="$label" 'BEGIN {
+        printf "per idle %s connection: peerd %.1f KiB, haproxy %.1f KiB\n", label, (pa - pb) / n, (ha - hb) / n }'
+done

@@ -1101,6 +1101,11 @@ fn go_away(reason: Reason) -> ProtoError {
 /// turn, data within the windows. False when there is nothing (more) to send now.
 fn next_frame(state: &mut State, writer: &mut Writer) -> bool {
     if let Some(frame) = state.control.pop_front() {
+        if state.control.is_empty() {
+            // Control frames come now and then (SETTINGS and their ACKs, PINGs, WINDOW_UPDATEs
+            // for uploads): a connection does not keep room for four large frames meanwhile.
+            state.control = VecDeque::new();
+        }
         if let Err(error) = writer.buffer(frame) {
             // Only a frame this module built wrong gets here.
             tracing::warn!(error, "HTTP/2 frame not sent");

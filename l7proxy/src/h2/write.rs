@@ -45,7 +45,7 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn new() -> Self {
         Self {
-            buf: BytesMut::with_capacity(16 * 1024),
+            buf: BytesMut::new(),
             pos: 0,
             chained: VecDeque::new(),
             chained_len: 0,
