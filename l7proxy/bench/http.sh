@@ -139,7 +139,8 @@ idle_rss() { # target addr [h2]
         grep -q '^open' "$work/idle.out" 2>/dev/null && break
         sleep 0.1
     done
-    sleep 1
+    # peerd's HTTP/2 connections give back their buffers after a second without a stream.
+    sleep 2
     after=$(rss_kib "$pid")
     local opened
     opened=$(cat "$work/idle.out")

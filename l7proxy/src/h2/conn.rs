@@ -695,6 +695,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Driver<T> {
         )
     }
 
+    /// Gives back what a connection keeps for its next streams, when it has none: the frame
+    /// writer's buffer (once all is written), the header block room, ended streams' queues
+    /// and the stream table. The next stream allocates them again.
+    pub(crate) fn shed(&mut self, shared: &Shared) {
+        let mut state = shared.lock();
+        if !state.streams.is_empty() {
+            return;
+        }
+        state.streams.shrink_to_fit();
+        state.spare = Vec::new();
+        state.blocks = BytesMut::new();
+        drop(state);
+        self.writer.shed();
+        if self.accepted.is_empty() {
+            self.accepted = VecDeque::new();
+        }
+    }
+
     /// Reads what the client sent, writes what is queued. Ready with a new request, or with
     /// `None` once the connection is over (closed by the client, failed, or shut down with no
     /// stream left).

@@ -59,6 +59,10 @@ const STREAM_WINDOW: u32 = 1024 * 1024;
 const CONN_WINDOW: u32 = 1024 * 1024;
 const MAX_SEND_BUFFER: usize = 400 * 1024;
 const MAX_CONCURRENT_STREAMS: u32 = 200;
+/// How long a client connection goes without a stream before it gives back what it keeps for
+/// the next ones (buffers, a stream's box): a busy connection allocates nothing per stream, an
+/// idle one holds little.
+const SHED_AFTER: Duration = Duration::from_secs(1);
 
 /// Serves an HTTP/2 client connection whose preface detection has read (`stream` replays it).
 /// `idle_timeout` bounds the wait for the client's preface and settings, and how long the
@@ -86,9 +90,11 @@ pub(crate) async fn serve(mut stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_ti
     );
     let shared = &shared;
     let ctx = &ctx;
-    // Without a stream since then; one timer checks it, pushed back only when it fires.
+    // Without a stream since then; one timer checks it, pushed back only when it fires (at
+    // least every SHED_AFTER until the connection has shed its buffers).
     let mut idle_since = Some(Instant::now());
-    let mut timer = pin!(tokio::time::sleep(idle_timeout));
+    let mut timer = pin!(tokio::time::sleep(idle_timeout.min(SHED_AFTER)));
+    let mut shed = false;
     let mut closing = false;
     // The streams and the connection wake the task through wakers of its own: see [`hold`].
     let ((conn_hold, conn_waker), (set_hold, set_waker)) = Hold::pair();
@@ -129,6 +135,10 @@ pub(crate) async fn serve(mut stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_ti
             match accepted {
                 Poll::Ready(Some(accepted)) => {
                     idle_since = None;
+                    if shed {
+                        shed = false;
+                        timer.as_mut().reset((Instant::now() + SHED_AFTER).into());
+                    }
                     streams.push(serve_stream(
                         ctx,
                         accepted.request,
@@ -144,8 +154,17 @@ pub(crate) async fn serve(mut stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_ti
                 break Poll::Pending;
             }
             let now = Instant::now();
+            if !shed && idle_since.is_some_and(|since| now >= since + SHED_AFTER) {
+                streams.shed();
+                conn.shed(shared);
+                shed = true;
+            }
             match idle::next_check(idle_since, now, idle_timeout) {
-                Some(at) => timer.as_mut().reset(at.into()),
+                Some(at) if shed => timer.as_mut().reset(at.into()),
+                Some(at) => {
+                    let shed_at = idle_since.unwrap_or(now) + SHED_AFTER;
+                    timer.as_mut().reset(at.min(shed_at).into());
+                }
                 // Still open a limit after the GOAWAY: give up on the client.
                 None if closing => break Poll::Ready(()),
                 None => {

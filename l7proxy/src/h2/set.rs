@@ -19,8 +19,8 @@ use crate::sync::lock;
 
 /// Boxes of finished streams kept for new ones: a client that multiplexes finishes and opens
 /// streams many at a time (h2load `-m16`: all 16 of a connection often end in one round). Kept
-/// until the connection closes (an idle one is closed within a minute): at most
-/// `SPARE` × 2.5 KB per connection.
+/// while the connection is in use (see [`StreamSet::shed`]): at most `SPARE` × 2.5 KB per
+/// connection.
 const SPARE: usize = 16;
 
 pub(super) struct StreamSet<F> {
@@ -117,6 +117,11 @@ impl<F: Future<Output = ()>> StreamSet<F> {
         if !slot.wake.queued.swap(true, Ordering::AcqRel) {
             lock(&self.ready.queue).push_back(index);
         }
+    }
+
+    /// Frees the boxes kept for new streams (a connection without streams for a while).
+    pub(super) fn shed(&mut self) {
+        self.spare = Vec::new();
     }
 
     /// Polls the streams woken so far (each once at most): ready with `Some` when one has

@@ -63,6 +63,15 @@ impl Writer {
         self.table_size_update = true;
     }
 
+    /// Frees the buffer when everything is written (a connection without streams for a while).
+    pub(crate) fn shed(&mut self) {
+        if self.queued() == 0 {
+            self.buf = BytesMut::new();
+            self.pos = 0;
+            self.chained = VecDeque::new();
+        }
+    }
+
     fn queued(&self) -> usize {
         self.buf.len() - self.pos + self.chained_len
     }

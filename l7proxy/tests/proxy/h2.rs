@@ -77,6 +77,19 @@ async fn send2_trailers(
 }
 
 /// `n` bytes that differ with `seed`.
+/// `n` GETs of `/` at once on client connection `c`: each answered 200 with `body`.
+async fn gets_at_once(c: &SendRequest<TestBody>, n: usize, body: &'static [u8]) {
+    let mut set = JoinSet::new();
+    for _ in 0..n {
+        let c = c.clone();
+        set.spawn(async move { send2(&c, get("/")).await });
+    }
+    while let Some(result) = set.join_next().await {
+        let (status, _, got) = result.unwrap();
+        assert_eq!((status.as_u16(), &got[..]), (200, body));
+    }
+}
+
 fn seeded(seed: u8, n: usize) -> Bytes {
     (0..n)
         .map(|i| (i % 253) as u8 ^ seed.wrapping_mul(37))
@@ -183,15 +196,7 @@ async fn five_hundreds_are_retried_for_get_but_not_for_post() {
     );
 
     // Concurrent GETs on the one client connection fare the same.
-    let mut set = JoinSet::new();
-    for _ in 0..20 {
-        let c = c.clone();
-        set.spawn(async move { send2(&c, get("/")).await });
-    }
-    while let Some(result) = set.join_next().await {
-        let (status, _, body) = result.unwrap();
-        assert_eq!((status.as_u16(), &body[..]), (200, &b"good"[..]));
-    }
+    gets_at_once(&c, 20, b"good").await;
     assert_eq!(good.state.requests(), 23);
 }
 
@@ -249,15 +254,7 @@ async fn per_try_timeouts_are_504_alone_and_retried_on_another_endpoint() {
 
     let c = h2(addr("127.16.2.2:8080")).await;
     let start = Instant::now();
-    let mut set = JoinSet::new();
-    for _ in 0..10 {
-        let c = c.clone();
-        set.spawn(async move { send2(&c, get("/")).await });
-    }
-    while let Some(result) = set.join_next().await {
-        let (status, _, body) = result.unwrap();
-        assert_eq!((status.as_u16(), &body[..]), (200, &b"fast"[..]));
-    }
+    gets_at_once(&c, 10, b"fast").await;
     assert!(
         start.elapsed() < Duration::from_millis(1500),
         "{:?}",
@@ -1091,6 +1088,27 @@ async fn a_client_reset_during_a_silent_response_body_cancels_the_upstream_strea
         .await,
         "the endpoint sees its stream cancelled within 1 s"
     );
+}
+
+/// A client connection without a stream for a second gives back its buffers, header block
+/// room and stream boxes; the streams after that build them again.
+#[tokio::test]
+async fn a_client_connection_quiet_for_a_while_serves_streams_again() {
+    let b = backend("a").await;
+    let _p = web_shop("127.16.16.1", Protocol::Http2, b.addr).await;
+    let c = h2(addr("127.16.16.1:8080")).await;
+    for round in 0..3u8 {
+        let sent = seeded(round, 256 * 1024);
+        let (status, _, echoed) = send2(&c, req("POST", "/echo", full(sent.clone()))).await;
+        assert_eq!(status, 200);
+        assert!(
+            echoed == sent,
+            "round {round}: the echo differs from what was sent"
+        );
+        gets_at_once(&c, 8, b"a").await;
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+    }
+    assert_eq!(b.state.connections(), 1);
 }
 
 #[tokio::test]
