@@ -12,6 +12,7 @@
 #   ROUNDS=30 N=100000 l7proxy/bench/ab.sh haproxy /tmp/bp_a /tmp/bp_b
 #   LOAD="-c16 -m16" N=200000 l7proxy/bench/ab.sh haproxy target/release/examples/bench_proxy
 #
+# HELLO=PATH runs another build of the endpoint (default target/release/examples/hello).
 # A target is a bench_proxy-like executable (arguments: VIP ENDPOINT THREADS), or `haproxy`
 # (configured as in http.sh: haproxy_config in common.sh). LOAD: h2load's connection and
 # stream options (default -c64, one stream at a time per connection).
@@ -45,7 +46,7 @@ for i in "${!targets[@]}"; do
 done
 ports_free 127.0.0.1:18080 "${addrs[@]/%/:8081}" "${addrs[@]/%/:8080}"
 
-"${client[@]}" target/release/examples/hello 127.0.0.1:18080 1 >/dev/null &
+"${client[@]}" "${HELLO:-target/release/examples/hello}" 127.0.0.1:18080 1 >/dev/null &
 pids+=($!)
 tpids=()
 for i in "${!targets[@]}"; do

@@ -23,7 +23,11 @@
 # when other work shares the cores. core0% and core1% are how busy CPU 0 (client and endpoint)
 # and CPU 1 (the proxy) were during the measurement: a core at 100 % is the bottleneck, and
 # whatever is in front of it then sets the rps and the latencies.
-# PEERD_THREADS=1 runs the proxy on a current-thread runtime (as linkerd2-proxy does on one core).
+# PEERD_THREADS=1 runs the proxy on a current-thread runtime (as linkerd2-proxy does on one core);
+# BACKEND_THREADS=1 the endpoint too (see examples/hello.rs for why it matters). Behind a proxy
+# the endpoint gets the 64 client connections' requests on one or a few HTTP/2 connections, and
+# answers many in one write; straight from h2load it gets them on 64 connections, one stream
+# each, so "direct" can be slower than through a proxy.
 # With PIN=1 (default, 2+ CPUs) the proxy under test runs alone on CPU 1 and the client and the
 # endpoint share CPU 0, so that both proxies get the same core whatever else the machine runs.
 #

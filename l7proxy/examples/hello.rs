@@ -2,6 +2,12 @@
 //! port, a fixed 13-byte body.
 //!
 //!     cargo run --release -p l7proxy --example hello -- 127.0.0.1:18080 [THREADS]
+//!
+//! One thread (the default) runs on a current-thread runtime. On a multi-thread runtime, even
+//! with one worker, the LIFO slot runs hyper's HTTP/2 connection task right after each stream
+//! task that wakes it, so every response went out in a write of its own (1.00 `writev` per
+//! request, against 0.04–0.10 now, with the requests that arrive in one read answered in one
+//! write): the endpoint, not the proxy in front of it, was what a benchmark measured.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,11 +28,14 @@ fn main() -> std::io::Result<()> {
         .parse()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let threads: usize = args.next().and_then(|t| t.parse().ok()).unwrap_or(1);
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?
-        .block_on(serve(addr))
+    let mut runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    runtime.enable_all().build()?.block_on(serve(addr))
 }
 
 async fn serve(addr: SocketAddr) -> std::io::Result<()> {
