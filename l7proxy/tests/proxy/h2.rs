@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 
 use crate::support::*;
 
+mod fuzz;
 mod wire;
 
 const MIB: usize = 1 << 20;
@@ -903,6 +904,13 @@ const GOAWAY: u8 = 0x7;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const ACK: u8 = 0x1;
+const DATA: u8 = 0x0;
+const PRIORITY: u8 = 0x2;
+const RST_STREAM: u8 = 0x3;
+const PUSH_PROMISE: u8 = 0x5;
+const WINDOW_UPDATE: u8 = 0x8;
+const CONTINUATION: u8 = 0x9;
+const PADDED: u8 = 0x8;
 
 /// A bare HTTP/2 client that sees frames as they are on the wire.
 struct Frames(TcpStream);

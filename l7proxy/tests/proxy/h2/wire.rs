@@ -5,12 +5,6 @@
 
 use super::*;
 
-const DATA: u8 = 0x0;
-const RST_STREAM: u8 = 0x3;
-const WINDOW_UPDATE: u8 = 0x8;
-const CONTINUATION: u8 = 0x9;
-const PADDED: u8 = 0x8;
-
 const PROTOCOL_ERROR: u32 = 0x1;
 const STREAM_CLOSED: u32 = 0x5;
 const FRAME_SIZE_ERROR: u32 = 0x6;
@@ -50,7 +44,7 @@ impl Frames {
     }
 
     /// A response's body on `stream`: DATA frames up to END_STREAM.
-    async fn body(&mut self, stream: u32) -> Vec<u8> {
+    pub(super) async fn body(&mut self, stream: u32) -> Vec<u8> {
         let mut body = Vec::new();
         loop {
             let (flags, payload) = self.until(DATA, stream).await.expect("DATA");
@@ -61,7 +55,7 @@ impl Frames {
         }
     }
 
-    async fn get(&mut self, stream: u32, authority: &str, path: &str) {
+    pub(super) async fn get(&mut self, stream: u32, authority: &str, path: &str) {
         let block = hpack(&[
             (":method", "GET"),
             (":scheme", "http"),
@@ -393,7 +387,7 @@ async fn raw_endpoint_closes(
 
 /// An endpoint that answers SETTINGS and PING and writes what `on_frame(kind, flags, stream,
 /// payload)` returns for every other frame. Counts the connections the proxy closed.
-async fn frame_endpoint<F>(on_frame: F) -> (SocketAddr, Arc<AtomicUsize>)
+pub(super) async fn frame_endpoint<F>(on_frame: F) -> (SocketAddr, Arc<AtomicUsize>)
 where
     F: Fn(u8, u8, u32, Vec<u8>) -> Vec<u8> + Send + Sync + 'static,
 {
