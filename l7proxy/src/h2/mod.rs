@@ -161,10 +161,9 @@ pub(crate) async fn serve(mut stream: Prefixed<TcpStream>, ctx: ConnCtx, idle_ti
             }
             match idle::next_check(idle_since, now, idle_timeout) {
                 Some(at) if shed => timer.as_mut().reset(at.into()),
-                Some(at) => {
-                    let shed_at = idle_since.unwrap_or(now) + SHED_AFTER;
-                    timer.as_mut().reset(at.min(shed_at).into());
-                }
+                Some(at) => timer
+                    .as_mut()
+                    .reset(at.min(idle_since.unwrap_or(now) + SHED_AFTER).into()),
                 // Still open a limit after the GOAWAY: give up on the client.
                 None if closing => break Poll::Ready(()),
                 None => {

@@ -77,7 +77,6 @@ async fn send2_trailers(
     (parts.status, parts.headers, collected.to_bytes(), trailers)
 }
 
-/// `n` bytes that differ with `seed`.
 /// `n` GETs of `/` at once on client connection `c`: each answered 200 with `body`.
 async fn gets_at_once(c: &SendRequest<TestBody>, n: usize, body: &'static [u8]) {
     let mut set = JoinSet::new();
@@ -91,6 +90,7 @@ async fn gets_at_once(c: &SendRequest<TestBody>, n: usize, body: &'static [u8]) 
     }
 }
 
+/// `n` bytes that differ with `seed`.
 fn seeded(seed: u8, n: usize) -> Bytes {
     (0..n)
         .map(|i| (i % 253) as u8 ^ seed.wrapping_mul(37))
